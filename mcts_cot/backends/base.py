@@ -1,0 +1,66 @@
+"""The one small interface every generation engine implements.
+
+Requests carry token ids, never text, so the search, the export and the trainer all see the same tokens
+(no re-tokenisation drift at step boundaries). A response keeps the stop string in its text and tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+FinishReason = Literal["stop", "length", "eos"]
+
+
+@dataclass(frozen=True)
+class Request:
+    """Generate `n` continuations of `prompt_ids`."""
+
+    prompt_ids: list[int]
+    n: int = 1
+    max_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Completion:
+    """One continuation. `finish`: `stop` (a stop string, kept at the end of `text`), `eos` (the model
+    ended its turn; the EOS token is not in `token_ids`) or `length` (hit `max_tokens`)."""
+
+    token_ids: list[int]
+    text: str
+    logprob: float
+    finish: FinishReason
+
+
+@dataclass
+class BackendStats:
+    """Running totals a backend reports for progress bars and manifests."""
+
+    requests: int = 0
+    generated_tokens: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def cache_hit_rate(self) -> float | None:
+        return self.cached_prompt_tokens / self.prompt_tokens if self.prompt_tokens else None
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.generated_tokens / self.seconds if self.seconds else 0.0
+
+
+class Backend(Protocol):
+    """A generation engine. `generate` returns, per request, exactly `request.n` completions."""
+
+    tokenizer: object
+    stats: BackendStats
+
+    def generate(self, requests: list[Request]) -> list[list[Completion]]: ...
+
+    def close(self) -> None: ...

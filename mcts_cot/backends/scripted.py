@@ -1,0 +1,64 @@
+"""A deterministic fake backend for tests and `--dry-run`.
+
+A *script* maps (prompt text, sample index) to the text to return; the backend tokenizes it with the real
+tokenizer, cuts it at the first stop string (kept, as vLLM does with `include_stop_str_in_output`) and at
+`max_tokens`. The default script writes arithmetic-looking steps and, at random but reproducibly, a boxed
+answer, so a dry run exercises every part of the engine in seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Callable
+
+from mcts_cot.backends.base import BackendStats, Completion, Request
+
+Script = Callable[[str, int], str]
+
+
+def default_script(prompt: str, index: int) -> str:
+    """Steps of made-up arithmetic; about one call in three ends with an answer between 0 and 9."""
+    rng = random.Random(hashlib.sha256(f"{prompt}\x00{index}".encode()).digest())
+    a, b = rng.randint(1, 9), rng.randint(1, 9)
+    step = f"Step: {a} + {b} = {a + b}.\n\n"
+    if rng.random() < 0.35:
+        return f"So the total is {a + b}. The answer is \\boxed{{{rng.randint(0, 9)}}}."
+    return step
+
+
+class ScriptedBackend:
+    """Returns scripted text as if a model had generated it."""
+
+    def __init__(self, tokenizer, script: Script = default_script):
+        self.tokenizer = tokenizer
+        self.script = script
+        self.stats = BackendStats()
+
+    def generate(self, requests: list[Request]) -> list[list[Completion]]:
+        start = time.perf_counter()
+        out = []
+        for req in requests:
+            prompt = self.tokenizer.decode(req.prompt_ids)
+            out.append([self._complete(req, self.script(prompt, i)) for i in range(req.n)])
+            self.stats.requests += 1
+            self.stats.prompt_tokens += len(req.prompt_ids) * req.n
+        self.stats.seconds += time.perf_counter() - start
+        return out
+
+    def _complete(self, req: Request, text: str) -> Completion:
+        finish = "eos"
+        for stop in req.stop:
+            cut = text.find(stop)
+            if cut >= 0:
+                text, finish = text[: cut + len(stop)], "stop"
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        if len(ids) > req.max_tokens:
+            ids, finish = ids[: req.max_tokens], "length"
+            text = self.tokenizer.decode(ids)
+        self.stats.generated_tokens += len(ids)
+        return Completion(token_ids=ids, text=text, logprob=-0.1 * len(ids), finish=finish)
+
+    def close(self) -> None:
+        pass
