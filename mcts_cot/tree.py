@@ -57,7 +57,8 @@ _NODE_KEYS = [f.name for f in fields(Node) if f.name != "children"]
 @dataclass
 class Tree:
     problem: dict[str, Any]  # id, problem, answer (+ meta)
-    prompt_ids: list[int]
+    prompt_ids: list[int]  # the rendered chat prompt, ending with the open assistant turn
+    prompt_text: str = ""
     nodes: list[Node] = field(default_factory=list)
     status: str = "running"  # running, solved, unsolved, stopped
     reason: str = ""
@@ -98,7 +99,8 @@ class Tree:
 
     def to_record(self, config_hash: str = "") -> dict[str, Any]:
         return {
-            "schema": SCHEMA, "config_hash": config_hash, "problem": self.problem, "prompt_ids": self.prompt_ids,
+            "schema": SCHEMA, "config_hash": config_hash, "problem": self.problem,
+            "prompt_ids": self.prompt_ids, "prompt_text": self.prompt_text,
             "status": self.status, "reason": self.reason, "stats": self.stats,
             "nodes": [n.to_row() for n in self.nodes],
         }
@@ -116,14 +118,14 @@ class Tree:
         for node in nodes:
             if node.parent is not None:
                 nodes[node.parent].children.append(node.id)
-        return cls(problem=record["problem"], prompt_ids=record["prompt_ids"], nodes=nodes,
+        return cls(problem=record["problem"], prompt_ids=record["prompt_ids"], prompt_text=record.get("prompt_text", ""), nodes=nodes,
                    status=record["status"], reason=record.get("reason", ""), stats=record.get("stats", {}))
 
     # ------------------------------------------------------------------------------------ networkx
 
     def to_graph(self) -> nx.DiGraph:
         """A DiGraph whose nodes carry every node field and whose graph attrs carry the rest."""
-        g = nx.DiGraph(problem=self.problem, prompt_ids=self.prompt_ids, status=self.status,
+        g = nx.DiGraph(problem=self.problem, prompt_ids=self.prompt_ids, prompt_text=self.prompt_text, status=self.status,
                        reason=self.reason, stats=self.stats)
         for node in self.nodes:
             g.add_node(node.id, **{k: v for k, v in node.to_row().items() if k != "id"})
