@@ -22,6 +22,7 @@ class Request:
     temperature: float = 1.0
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
+    seed: int | None = None  # per-request sampling seed: a tree's samples must not depend on its batch-mates
 
 
 @dataclass
