@@ -43,6 +43,75 @@ def user_errors(fn):
     return wrapper
 
 
+@app.command()
+@user_errors
+def search(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    out: OutOpt = None,
+    model: ModelOpt = None,
+    problems: ProblemsOpt = None,
+    backend: BackendOpt = None,
+    shard: Annotated[Optional[str], typer.Option(help="i/N: search every N-th problem from the i-th (0-based) into trees-i-of-N.jsonl.")] = None,  # noqa: UP045
+    overwrite: Annotated[bool, typer.Option(help="Start the run dir again even if it holds another config.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Run the whole engine on the scripted backend in a temp dir.")] = False,
+) -> None:
+    """Grow one verified MCTS tree per problem into a run dir (resumable; shardable)."""
+    from mcts_cot.config import load_config
+    from mcts_cot.inspect_run import draw, find_tree, summary_table
+    from mcts_cot.run import run_search
+    from mcts_cot.search import SearchConfig
+    from mcts_cot.store import parse_shard
+
+    cfg = load_config(SearchConfig, config, set_, **{"out": str(out) if out else None, "model.name": model,
+                                                      "problems.source": problems, "backend.name": backend})
+    manifest = run_search(cfg, shard=parse_shard(shard), overwrite=overwrite, dry_run=dry_run, console=console)
+    run_dir = cfg.out if not dry_run else manifest["out"]
+    console.print(summary_table(run_dir))
+    if dry_run:
+        console.print(draw(find_tree(run_dir, None)))
+    console.print(f"{manifest['status']}: trees in {run_dir}")
+
+
+@app.command()
+@user_errors
+def inspect(
+    run_dir: Annotated[Path, typer.Argument(help="A search run dir.")],
+    problem: Annotated[Optional[str], typer.Option(help="Problem id to draw (default: the first tree).")] = None,  # noqa: UP045
+) -> None:
+    """Print a search run's summary and draw one tree (N, Q and verdict per node)."""
+    from mcts_cot.inspect_run import inspect_run
+
+    inspect_run(run_dir, problem, Console())
+
+
+@app.command("export-pairs")
+@user_errors
+def export_pairs(
+    run_dirs: Annotated[list[Path], typer.Argument(help="One or more search run dirs (a problem in several is read from the first).")],
+    out: OutOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    dry_run: Annotated[bool, typer.Option(help="Print what each rule keeps and drops; write nothing.")] = False,
+) -> None:
+    """Cut length-balanced SFT paths and preference pairs (path / step / length) from search trees."""
+    from rich.progress import Progress
+
+    from mcts_cot.config import load_config
+    from mcts_cot.export import ExportConfig, build, summary_table, write
+
+    if out is None and not dry_run:
+        raise UserError("export-pairs: give --out DATA_DIR (or --dry-run to only print the report)")
+    cfg = load_config(ExportConfig, config, set_)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("problems", total=None)
+        result = build(cfg, run_dirs, lambda done, total: progress.update(task, completed=done, total=total))
+    console.print(summary_table(result))
+    if not dry_run:
+        write(result, cfg, out)
+        console.print(f"data in {out}")
+
+
 def main() -> None:
     app()
 

@@ -204,8 +204,14 @@ def save_config(cfg: Any, out_dir: str | Path) -> Path:
 
 
 def config_hash(cfg: Any, exclude: tuple[str, ...] = ()) -> str:
-    """A short stable hash of the resolved config, ignoring top-level keys in `exclude`."""
-    data = {k: v for k, v in to_dict(cfg).items() if k not in exclude}
+    """A short stable hash of the resolved config, leaving out the dotted keys in `exclude`."""
+    data = to_dict(cfg)
+    for key in exclude:
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(leaf, None)
     return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 

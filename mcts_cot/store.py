@@ -8,8 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
+
 from mcts_cot.errors import UserError
-from mcts_cot.io import read_jsonl
+from mcts_cot.io import append_jsonl, read_jsonl, repair_jsonl, write_json
 from mcts_cot.tree import Tree
 
 
@@ -30,3 +32,52 @@ def iter_trees(run_dir: str | Path) -> Iterator[Tree]:
                 continue
             seen.add(pid)
             yield Tree.from_record(record, where=f"{path}: line {line_no}")
+
+
+class RunDir:
+    """A search run dir: refuses a different config unless `overwrite`, repairs a torn last line, and knows
+    which problems are finished so a second `search` into the same dir continues where the first stopped."""
+
+    def __init__(self, path: str | Path, config_hash: str, shard: tuple[int, int] | None = None,
+                 overwrite: bool = False):
+        self.path = Path(path)
+        self.hash = config_hash
+        self.shard = shard
+        self.trees_path = self.path / (f"trees-{shard[0]}-of-{shard[1]}.jsonl" if shard else "trees.jsonl")
+        self._prepare(overwrite)
+
+    def _prepare(self, overwrite: bool) -> None:
+        manifest = self.path / "manifest.json"
+        if manifest.exists() and not overwrite:
+            old = orjson.loads(manifest.read_bytes()).get("config_hash")
+            if old != self.hash:
+                raise UserError(f"{self.path}: holds a run of a different config (hash {old}, now {self.hash}); "
+                                "use another --out, or --overwrite to start it again")
+        if overwrite:
+            for old in [*tree_files(self.path), manifest] if self.path.is_dir() else []:
+                old.unlink(missing_ok=True)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.repaired_bytes = repair_jsonl(self.trees_path)
+
+    def finished_ids(self) -> set[str]:
+        """Problem ids with a record in any shard file of this dir."""
+        return {r["problem"]["id"] for p in tree_files(self.path) for r in read_jsonl(p)}
+
+    def append(self, trees: list[Tree]) -> None:
+        append_jsonl(self.trees_path, [t.to_record(self.hash) for t in trees])
+
+    def write_manifest(self, manifest: dict) -> None:
+        write_json(self.path / "manifest.json", {"config_hash": self.hash, **manifest})
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """`i/N` (0 <= i < N) → (i, N)."""
+    if not text:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {text!r}: expected i/N, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise UserError(f"--shard {text!r}: need 0 <= i < N")
+    return i, n

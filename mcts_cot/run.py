@@ -1,0 +1,132 @@
+"""The `search` command around the engine: run dir, resume, shards, live progress and the manifest."""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from mcts_cot.config import config_hash, save_config
+from mcts_cot.problems import load_problems
+from mcts_cot.search import RESUMABLE_KEYS, Engine, SearchConfig, run_waves
+from mcts_cot.store import RunDir
+from mcts_cot.tree import SCHEMA, Tree
+
+
+def search_hash(cfg: SearchConfig) -> str:
+    """The config hash a run dir is keyed by, leaving out keys a resumed run may change."""
+    return config_hash(cfg, exclude=RESUMABLE_KEYS)
+
+
+def run_search(cfg: SearchConfig, shard: tuple[int, int] | None = None, overwrite: bool = False,
+               dry_run: bool = False, console: Console | None = None, script=None) -> dict:
+    """Search every problem of `cfg.problems` not yet finished in the run dir; returns the manifest.
+
+    `dry_run` runs the whole engine on the scripted backend in a temporary dir, so a config can be
+    checked in seconds without touching the real run dir.
+    """
+    from mcts_cot.backends import make_backend
+    from mcts_cot.verify import Verifier
+
+    console = console or Console(stderr=True)
+    if dry_run:
+        cfg = dataclasses.replace(cfg, backend=dataclasses.replace(cfg.backend, name="scripted"),
+                                  out=tempfile.mkdtemp(prefix="mcts-cot-dry-"))
+    problems, load_report = load_problems(cfg.problems)
+    if shard:
+        problems = problems[shard[0]::shard[1]]
+    run = RunDir(cfg.out, search_hash(cfg), shard, overwrite)
+    save_config(cfg, run.path)
+    done = run.finished_ids()
+    todo = [p for p in problems if p.id not in done]
+    backends = {"main": make_backend(cfg.model, cfg.backend, script=script)}
+    if cfg.critic_model:
+        backends["critic"] = make_backend(dataclasses.replace(cfg.model, name=cfg.critic_model), cfg.backend, script=script)
+    tally = _Tally(total=len(problems), done_before=len(done))
+    manifest = _manifest(cfg, run, tally, backends, load_report, extra={"status": "running"})
+    run.write_manifest(manifest)
+    try:
+        with Verifier.from_config(cfg.verify) as verifier, _progress(console) as bar:
+            task = bar.add_task("search", total=len(problems), completed=len(done), info="")
+            engine = Engine(cfg, backends, verifier, backends["main"].tokenizer)
+
+            def on_finished(trees: list[Tree]) -> None:
+                run.append(trees)
+                tally.add(trees)
+                bar.update(task, completed=tally.done_before + tally.finished)
+
+            def on_wave(waves: int, tokens: int, live: int) -> None:
+                bar.update(task, info=tally.line(waves, backends["main"].stats, live))
+
+            result = run_waves(engine, todo, on_finished, on_wave)
+    finally:
+        for backend in backends.values():
+            backend.close()
+    manifest = _manifest(cfg, run, tally, backends, load_report, extra={
+        "status": "stopped" if result["stopped"] else "complete", "stopped": result["stopped"],
+        "waves": result["waves"], "wall_s": round(result["seconds"], 2), "repaired_bytes": run.repaired_bytes,
+        "dry_run": dry_run, "out": str(run.path)})
+    run.write_manifest(manifest)
+    return manifest
+
+
+class _Tally:
+    """Running counts for the progress line and the manifest."""
+
+    def __init__(self, total: int, done_before: int):
+        self.total, self.done_before = total, done_before
+        self.finished = self.solved = self.success = self.correct_leaves = 0
+        self.started = time.perf_counter()
+
+    def add(self, trees: list[Tree]) -> None:
+        for t in trees:
+            self.finished += 1
+            self.solved += t.stats.get("correct", 0) > 0
+            self.success += t.status == "success"
+            self.correct_leaves += t.stats.get("correct", 0)
+
+    def line(self, waves: int, stats, live: int) -> str:
+        hit = stats.cache_hit_rate
+        solved = f"{self.solved / self.finished:.0%}" if self.finished else "-"
+        per_tree = f"{self.correct_leaves / self.finished:.1f}" if self.finished else "-"
+        return (f"wave {waves} · {live} live · {stats.generated_tokens / max(1e-9, time.perf_counter() - self.started):.0f} tok/s"
+                f" · cache {'-' if hit is None else f'{hit:.0%}'} · solved {solved} · correct/tree {per_tree}")
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=console, transient=False)
+
+
+def _manifest(cfg: SearchConfig, run: RunDir, tally: _Tally, backends: dict, load_report, extra: dict) -> dict:
+    from mcts_cot.versions import package_versions
+
+    stats = backends["main"].stats
+    return {
+        "schema": SCHEMA, "command": "search", "model": cfg.model.name, "backend": cfg.backend.name,
+        "problems": {"source": cfg.problems.source, "total": tally.total, "skipped_rows": load_report.skipped,
+                     "finished_before": tally.done_before, "finished_now": tally.finished,
+                     "solved_now": tally.solved, "success_now": tally.success},
+        "shard": list(run.shard) if run.shard else None,
+        "generated_tokens": stats.generated_tokens, "prompt_tokens": stats.prompt_tokens,
+        "prefix_cache_hit_rate": stats.cache_hit_rate, "generate_seconds": round(stats.seconds, 2),
+        "tokens_per_s": round(stats.tokens_per_s, 1), "versions": package_versions(), **extra,
+    }
+
+
+def summarize(run_dir: str | Path) -> dict:
+    """Counts over every finished tree of a run dir (all shards): what `inspect` prints."""
+    from mcts_cot.store import iter_trees
+
+    trees = list(iter_trees(run_dir))
+    n = len(trees)
+    status: dict[str, int] = {}
+    for t in trees:
+        status[t.status] = status.get(t.status, 0) + 1
+    total = {k: sum(t.stats.get(k, 0) for t in trees) for k in ("rollouts", "correct", "wrong", "no_answer", "unverifiable", "generated_tokens", "nodes")}
+    return {"trees": n, "status": status, "solved": sum(t.stats.get("correct", 0) > 0 for t in trees),
+            "solve_rate": (sum(t.stats.get("correct", 0) > 0 for t in trees) / n) if n else 0.0, **total}
