@@ -1,0 +1,91 @@
+"""`TrainConfig`: everything `mcts-cot train` needs, as one documented dataclass.
+
+The defaults are the paper's joint recipe (Marco-o1 v2, Table 5 last row): cDPO with per-pair ε from the
+exported MCTS confidence, shared-prefix masking, and α = 1 NLL on the chosen suffix. The recipes under
+`configs/train/` switch parts off. The fields below the objective are the usual `TrainingArguments` subset;
+anything else the Trainer accepts goes through `trainer_kwargs`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+from mcts_cot.config import ModelConfig, option, section
+from mcts_cot.errors import UserError
+
+Objective = typing.Literal["dpo", "cdpo", "simpo", "sft"]
+Reference = typing.Literal["cached", "live", "none"]
+
+
+@dataclasses.dataclass
+class LoraConfig:
+    """Low-rank adapters through peft. Off by default: the embedded model is small enough to train fully."""
+
+    enabled: bool = option(False, "Train LoRA adapters instead of all weights.")
+    rank: int = option(16, "Adapter rank r.")
+    alpha: int = option(32, "Adapter scaling alpha (the update is scaled by alpha / rank).")
+    dropout: float = option(0.05, "Dropout on the adapter input.")
+    target_modules: list = option(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                                  "Module names that get adapters ('all-linear' as the only item: every linear layer).")
+    merge: bool = option(True, "Save a merged full model at the end (loadable without peft); false saves the adapter only.")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Preference (DPO / cDPO / SimPO, optionally + α·NLL) or SFT training on an exported data dir."""
+
+    model: ModelConfig = dataclasses.field(
+        default_factory=lambda: ModelConfig(name=""),
+        metadata={"help": "The model to train; an empty name means the data's `model` column."})
+    data: str = option("", "Data dir written by `mcts-cot export-pairs` (pairs.jsonl, pairs_val.jsonl, sft.jsonl, sft_val.jsonl).")
+    objective: Objective = option("cdpo", "dpo (sigmoid), cdpo (label-smoothed DPO), simpo (reference-free, length-normalised) or sft (NLL on sft.jsonl).")
+    beta: float = option(0.1, "DPO/cDPO temperature β; for simpo the reward scale β (SimPO uses ~2.0).")
+    epsilon: typing.Union[float, str] = option("pairs", "cDPO/SimPO label smoothing ε: a float, or 'pairs' to read each pair's exported `epsilon` column. dpo always uses 0.")  # noqa: UP007
+    alpha: float = option(1.0, "Weight of the NLL term on the chosen response (joint objective; 0 turns it off). Ignored by sft.")
+    masking: bool = option(True, "Shared-prefix masking: prompt + shared reasoning prefix are context only and log-probs sum over the divergent suffix. false: the shared prefix counts in both log-probs (plain response-level DPO).")
+    prefix_sharing: bool = option(False, "Pack prompt + prefix, chosen and rejected suffix in ONE sequence (rejected blind to chosen): one forward instead of two. Same loss and gradients.")
+    simpo_gamma: float = option(0.5, "SimPO target reward margin γ.")
+    reference: Reference = option("cached", "cached: reference log-probs computed once and cached in the data dir (one model in memory); live: a frozen reference forward every step; none: simpo / sft only.")
+    eot_token: str = option("auto", "Token appended to complete suffixes/completions: auto = the token that closes an assistant turn in the chat template (<|im_end|>, <|eot_id|>, ...), else eos. Partial steps get nothing.")
+    lora: LoraConfig = section(LoraConfig, "LoRA adapters (peft).")
+
+    learning_rate: float = option(5e-7, "Peak learning rate (AdamW).")
+    epochs: float = option(1.0, "Passes over the training file.")
+    max_steps: int = option(-1, "Stop after this many optimizer steps (-1: run all epochs).")
+    per_device_train_batch_size: int = option(4, "Pairs (or SFT rows) per device per step.")
+    per_device_eval_batch_size: int = option(8, "Pairs per device per evaluation step.")
+    gradient_accumulation_steps: int = option(1, "Micro-batches per optimizer step.")
+    max_length: int = option(2048, "Longest sequence (prompt + prefix + one suffix). Longer rows have their suffixes cut from the end (counted and reported); rows whose context alone fills it are dropped (counted).")
+    pad_to_multiple_of: typing.Optional[int] = option(None, "Pad the sequence dimension to a multiple of this (128 suits FlexAttention block masks).")  # noqa: UP045
+    warmup_ratio: float = option(0.1, "Fraction of steps with linear warmup (in [0, 1); passed as TrainingArguments.warmup_steps, which reads a float below 1 as a ratio).")
+    lr_scheduler_type: str = option("cosine", "Scheduler name understood by transformers.")
+    weight_decay: float = option(0.0, "AdamW weight decay.")
+    max_grad_norm: float = option(1.0, "Gradient clipping norm.")
+    logging_steps: int = option(10, "Log metrics every N steps.")
+    eval_steps: typing.Optional[int] = option(None, "Evaluate on the validation file every N steps (None: at the end only).")  # noqa: UP045
+    save_steps: int = option(500, "Checkpoint every N steps (under OUT/checkpoints).")
+    save_total_limit: typing.Optional[int] = option(2, "Keep at most N checkpoints.")  # noqa: UP045
+    seed: int = option(0, "Seed for data order and initialisation.")
+    bf16: bool = option(False, "bfloat16 mixed precision (GPU).")
+    attn_implementation: str = option("sdpa", "sdpa (CPU and GPU; a dense 4-D mask with prefix sharing) or flex_attention (GPU; a block-sparse mask).")
+    report_to: list = option([], "Trackers: tensorboard, wandb, trackio, ... (empty: console and metrics.json only).")
+    gradient_checkpointing: bool = option(False, "Recompute activations in backward to save memory.")
+    resume: typing.Union[bool, str] = option(False, "true: continue from the last checkpoint in OUT/checkpoints; or a checkpoint folder.")  # noqa: UP007
+    deepspeed: typing.Optional[str] = option(None, "DeepSpeed JSON (configs/deepspeed/*.json); normally set through an accelerate config instead.")  # noqa: UP045
+    use_cpu: typing.Optional[bool] = option(None, "Force CPU (None: CPU when no accelerator is present).")  # noqa: UP045
+    trainer_kwargs: dict = option({}, "Extra TrainingArguments, e.g. {optim: adamw_torch_fused}.")
+
+    def validate(self) -> None:
+        """Reject combinations that cannot work; called once every override has been applied."""
+        if self.objective in ("dpo", "cdpo") and self.reference == "none":
+            raise UserError(f"objective {self.objective} needs a reference: set reference to cached or live")
+        if isinstance(self.epsilon, str) and self.epsilon != "pairs":
+            raise UserError(f"epsilon must be a float or 'pairs', got {self.epsilon!r}")
+        if isinstance(self.epsilon, float) and not 0.0 <= self.epsilon < 0.5:
+            raise UserError(f"epsilon must be in [0, 0.5), got {self.epsilon}")
+
+    @property
+    def uses_reference(self) -> bool:
+        """Only DPO-style objectives compare against a reference policy."""
+        return self.objective in ("dpo", "cdpo") and self.reference != "none"
