@@ -112,6 +112,28 @@ def export_pairs(
         console.print(f"data in {out}")
 
 
+@app.command()
+@user_errors
+def train(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Data dir written by export-pairs.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model dir to write (HF folder + config.yaml + metrics.json).")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model to train (default: the data's `model` column).")] = None,  # noqa: UP045
+) -> None:
+    """Train (cDPO / DPO / SimPO, + α·NLL, or SFT) on exported pairs; writes a model folder eval and search load."""
+    from mcts_cot.config import load_config
+    from trainers.config import TrainConfig
+    from trainers.trainer import run
+
+    cfg = load_config(TrainConfig, config, set_, **{"data": str(data), "model.name": model})
+    result = run(cfg, out)
+    ev = result.metrics["eval"]
+    extra = f", eval loss {ev['eval_loss']:.4f}" if "eval_loss" in ev else ""
+    console.print(f"{result.metrics['objective']}: {result.metrics['global_step']} steps, "
+                  f"{result.metrics['pairs_per_second']} rows/s{extra}; model in {out}")
+
+
 def main() -> None:
     app()
 
