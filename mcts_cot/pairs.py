@@ -1,0 +1,278 @@
+"""From one search tree to training rows: length-balanced SFT paths and preference pairs.
+
+Everything here is a pure function of one `Tree`. A pair is two end nodes (chosen, rejected); their root
+paths diverge at the first differing node, so a row keeps the prompt + shared nodes apart from the two
+divergent suffixes, as token ids and as text, and the trainer can mask the shared prefix exactly (Marco-o1's
+masking, MCTS-DPO's divergence index). Pair strategies are small functions registered in `STRATEGIES`; each
+returns its candidate (chosen, rejected) ends in order of preference plus the counts it dropped and why.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from mcts_cot.config import option
+from mcts_cot.tree import Node, Tree
+
+Rank = Literal["shortest", "medium", "longest"]
+Q_TOLERANCE = 1e-9  # Q values are float means: 0.6 - 0.3 must pass a 0.3 margin
+
+
+@dataclass
+class SftPaths:
+    """Thoughts Length Balance (Marco-o1 §1.8): rank each problem's verified-correct paths by token length and
+    keep chosen ranks. Short and long are relative to the problem, never a fixed token threshold."""
+
+    select: list[Rank] = option(["longest"], "Ranks to keep: any of shortest, medium, longest (the paper uses the longest for SFT). [] = no SFT rows.")
+    per_rank: int = option(1, "Paths taken at each selected rank (e.g. 2 with longest = the two longest).")
+    max_per_problem: int | None = option(None, "Most SFT rows per problem (null = no cap), taken in `select` order.")
+
+
+@dataclass
+class PathPairs:
+    """The paper's pairs (Marco-o1 §1.9): a correct path against the wrong path sharing the shortest prefix with it."""
+
+    chosen: Literal["shortest", "longest", "all"] = option("shortest", "Which correct paths are chosen: the shortest (the paper, for DPO), the longest, or all (shortest first, up to max_chosen).")
+    max_chosen: int = option(4, "With chosen=all: most correct paths used per problem.")
+    rejected_per_chosen: int = option(1, "Rejected paths per chosen path, fewest shared prefix tokens first.")
+    max_per_problem: int | None = option(4, "Most path pairs per problem (null = no cap).")
+
+
+@dataclass
+class StepPairs:
+    """MCTS-DPO / Step-DPO pairs: at a node whose children's Q differ by a margin, the best child against the worst."""
+
+    margin: float = option(0.3, "Least Q difference between the best and the worst child (Q = mean reward, 0..1 with the default rewards).")
+    min_visits: int = option(2, "Children visited fewer times are not compared (their Q is too noisy).")
+    completion: Literal["step", "continuation"] = option("step", "step: each suffix is the one divergent step (Step-DPO). continuation: the step plus a continuation down to a terminal — the chosen side follows children leading to a correct answer (then highest Q), the rejected side children leading to a rejected end (then lowest Q).")
+    max_per_problem: int | None = option(8, "Most step pairs per problem (null = no cap), largest Q gap first (MCTS-DPO keeps up to 8).")
+
+
+@dataclass
+class LengthPairs:
+    """Short vs long correct paths (SkyThought-Flash; reversed, Thinking Preference Optimization): the i-th
+    shortest against the i-th longest correct path of a problem."""
+
+    prefer: Literal["short", "long"] = option("short", "Which path of a pair is chosen: the short one or the long one.")
+    min_ratio: float = option(1.5, "Least token-length ratio long / short of the two full paths.")
+    max_per_problem: int | None = option(2, "Most length pairs per problem (null = no cap).")
+
+
+@dataclass
+class Facts:
+    """What every selection rule needs about one tree, computed once."""
+
+    tree: Tree
+    correct: list[Node]  # ends of the distinct verified-correct paths, shortest first (ties: lower id)
+    rejected: list[Node]  # terminals whose verdict is a rejected one, by id
+    duplicates: int  # correct ends dropped because an earlier one has the same token ids
+    to_correct: set[int]  # nodes with a correct end at or below them
+    to_rejected: set[int]  # nodes with a rejected end at or below them
+
+
+def facts(tree: Tree, rejected_verdicts: list[str]) -> Facts:
+    correct_ends = [n for n in tree.nodes if n.terminal == "answer" and n.verdict == "correct"]
+    rejected = [n for n in tree.nodes if n.terminal is not None and n.verdict in rejected_verdicts]
+    distinct: dict[tuple[int, ...], Node] = {}
+    for end in correct_ends:
+        distinct.setdefault(tuple(tree.path_ids(end)), end)
+    correct = sorted(distinct.values(), key=lambda n: (len(tree.path_ids(n)), n.id))
+    return Facts(tree, correct, rejected, len(correct_ends) - len(correct),
+                 _at_or_above(tree, correct_ends), _at_or_above(tree, rejected))
+
+
+def _at_or_above(tree: Tree, ends: list[Node]) -> set[int]:
+    return {n.id for end in ends for n in tree.path(end)}
+
+
+def _text(nodes: list[Node]) -> str:
+    return "".join(n.text for n in nodes)
+
+
+def _ids(nodes: list[Node]) -> list[int]:
+    return [t for n in nodes for t in n.token_ids]
+
+
+# --------------------------------------------------------------------------------------------- SFT
+
+
+def _rank_slice(rank: Rank, n: int, k: int) -> range:
+    start = {"shortest": 0, "medium": max(0, (n - k) // 2), "longest": max(0, n - k)}[rank]
+    return range(start, min(n, start + k))
+
+
+def sft_rows(f: Facts, cfg: SftPaths) -> tuple[list[dict[str, Any]], Counter]:
+    """The selected ranks of the problem's distinct correct paths; a path picked by two ranks is kept once,
+    labelled with the first rank in `select` that picked it."""
+    picked: dict[int, Rank] = {}
+    for rank in cfg.select:
+        for i in _rank_slice(rank, len(f.correct), cfg.per_rank):
+            picked.setdefault(i, rank)
+    kept = list(picked.items())[:cfg.max_per_problem]
+    counts = Counter(kept=len(kept), duplicate=f.duplicates, not_selected=len(f.correct) - len(picked),
+                     cap=len(picked) - len(kept))
+    rows = []
+    for i, rank in kept:
+        end = f.correct[i]
+        path = f.tree.path(end)
+        ids = _ids(path)
+        rows.append({"problem_id": f.tree.problem["id"], "prompt": f.tree.prompt_text, "completion": _text(path),
+                     "prompt_ids": list(f.tree.prompt_ids), "completion_ids": ids,
+                     "complete": end.terminal == "answer", "rank": rank, "num_tokens": len(ids)})
+    return rows, +counts
+
+
+# --------------------------------------------------------------------------------------------- pair strategies
+
+Ends = list[tuple[Node, Node]]
+
+
+def path_pairs(f: Facts, cfg: PathPairs) -> tuple[Ends, Counter]:
+    """Each chosen correct path against the rejected paths that share the fewest prefix tokens with it, so the
+    pair overlaps as little as the tree allows (ties: the shorter rejected path, then the lower id)."""
+    chosen = {"shortest": f.correct[:1], "longest": f.correct[-1:], "all": f.correct[:cfg.max_chosen]}[cfg.chosen]
+    drops = Counter(chosen_not_selected=(len(f.correct) - len(chosen)) * len(f.rejected))
+    out: Ends = []
+    for c in chosen:
+        ranked = sorted(f.rejected, key=lambda r: (_shared_tokens(f.tree, c, r), len(f.tree.path_ids(r)), r.id))
+        out += [(c, r) for r in ranked[:cfg.rejected_per_chosen]]
+        drops["longer_shared_prefix"] += len(ranked[cfg.rejected_per_chosen:])
+    return out, drops
+
+
+def _shared_tokens(tree: Tree, a: Node, b: Node) -> int:
+    pa, pb = tree.path(a), tree.path(b)
+    return len(_ids(pa[:_divergence(pa, pb)]))
+
+
+def step_pairs(f: Facts, cfg: StepPairs) -> tuple[Ends, Counter]:
+    """At every node with two or more comparable children, the highest-Q child against the lowest-Q one
+    (MCTS-DPO's choose_worst), kept when their Q differ by `margin`; largest gap first."""
+    drops: Counter = Counter()
+    found = []
+    for node in f.tree.nodes:
+        kids = [k for k in f.tree.children(node) if k.verdict != "unverifiable"]
+        if len(kids) < 2:
+            continue
+        kids = [k for k in kids if k.N >= cfg.min_visits]
+        if len(kids) < 2:
+            drops["min_visits"] += 1
+            continue
+        best = max(kids, key=lambda k: (k.Q, k.N, -k.id))
+        worst = min(kids, key=lambda k: (k.Q, -k.N, k.id))
+        if best.Q - worst.Q + Q_TOLERANCE < cfg.margin:
+            drops["margin"] += 1
+            continue
+        found.append((best.Q - worst.Q, node.id, best, worst))
+    found.sort(key=lambda item: (-item[0], item[1]))
+    if cfg.completion == "step":
+        return [(best, worst) for _, _, best, worst in found], drops
+    return [(_follow(f.tree, best, f.to_correct, 1), _follow(f.tree, worst, f.to_rejected, -1))
+            for _, _, best, worst in found], drops
+
+
+def _follow(tree: Tree, node: Node, toward: set[int], sign: int) -> Node:
+    """Walk down to a leaf, preferring children that lead to `toward` ends, then by Q (highest with sign 1,
+    lowest with -1), then the most visited: the representative continuation of a chosen / rejected step."""
+    while node.children:
+        node = max(tree.children(node), key=lambda k: (k.id in toward, sign * k.Q, k.N, -k.id))
+    return node
+
+
+def length_pairs(f: Facts, cfg: LengthPairs) -> tuple[Ends, Counter]:
+    """The i-th shortest correct path against the i-th longest, when the long one is `min_ratio` times longer."""
+    drops: Counter = Counter()
+    out: Ends = []
+    n = len(f.correct)
+    for short, long in zip(f.correct[:n // 2], f.correct[::-1][:n // 2], strict=True):
+        if len(f.tree.path_ids(long)) < cfg.min_ratio * max(1, len(f.tree.path_ids(short))):
+            drops["min_ratio"] += 1
+            continue
+        out.append((short, long) if cfg.prefer == "short" else (long, short))
+    return out, drops
+
+
+STRATEGIES: dict[str, Callable[[Facts, Any], tuple[Ends, Counter]]] = {
+    "path": path_pairs, "step": step_pairs, "length": length_pairs,
+}
+
+
+# --------------------------------------------------------------------------------------------- pair rows
+
+
+def _divergence(a: list[Node], b: list[Node]) -> int:
+    """Index of the first differing node of two root paths."""
+    k = 0
+    while k < min(len(a), len(b)) and a[k].id == b[k].id:
+        k += 1
+    return k
+
+
+def pair_row(tree: Tree, strategy: str, chosen: Node, rejected: Node) -> dict[str, Any] | None:
+    """The TRL-loadable row of a pair, or None when one path contains the other (an empty suffix).
+
+    prompt + chosen is the concatenated text of the full chosen path, and prompt_ids + prefix_ids + chosen_ids
+    its exact token ids. Q, N and the visit-count confidence (MCTS-DPO: c = 1 / (1 + N_l / max(1, N_w)),
+    ε = min(1 - c, 0.5)) are those of the first divergent node on each side.
+    """
+    a, b = tree.path(chosen), tree.path(rejected)
+    k = _divergence(a, b)
+    if k == len(a) or k == len(b):
+        return None
+    shared, cw, cl = a[:k], a[k], b[k]
+    confidence = 1 / (1 + cl.N / max(1, cw.N))
+    return {
+        "problem_id": tree.problem["id"], "strategy": strategy,
+        "prompt": tree.prompt_text + _text(shared), "chosen": _text(a[k:]), "rejected": _text(b[k:]),
+        "prompt_ids": list(tree.prompt_ids), "prefix_ids": _ids(shared),
+        "chosen_ids": _ids(a[k:]), "rejected_ids": _ids(b[k:]),
+        "chosen_complete": chosen.terminal == "answer", "rejected_complete": rejected.terminal == "answer",
+        "chosen_q": cw.Q, "rejected_q": cl.Q, "chosen_n": cw.N, "rejected_n": cl.N,
+        "confidence": confidence, "epsilon": min(1 - confidence, 0.5),
+    }
+
+
+def pair_rows(f: Facts, strategies: list[str], configs: dict[str, Any],
+              max_per_problem: int | None) -> tuple[list[dict[str, Any]], dict[str, Counter]]:
+    """Run the strategies in order and keep their candidates unless a suffix is empty, the suffixes are equal,
+    an end is unverifiable, an earlier strategy already made the same pair, or a cap is reached."""
+    rows: list[dict[str, Any]] = []
+    seen: set[tuple] = set()
+    counts: dict[str, Counter] = {}
+    for name in strategies:
+        cfg = configs[name]
+        ends, counts[name] = STRATEGIES[name](f, cfg)
+        kept = 0
+        for chosen, rejected in ends:
+            row = pair_row(f.tree, name, chosen, rejected)
+            reason = _drop_reason(row, chosen, rejected, seen, kept, cfg.max_per_problem, len(rows), max_per_problem)
+            counts[name][reason or "kept"] += 1
+            if reason is None:
+                seen.add(_key(row))
+                rows.append(row)
+                kept += 1
+    return rows, {name: +c for name, c in counts.items()}
+
+
+def _key(row: dict[str, Any]) -> tuple:
+    return tuple(row["prefix_ids"]), tuple(row["chosen_ids"]), tuple(row["rejected_ids"])
+
+
+def _drop_reason(row, chosen: Node, rejected: Node, seen: set, kept: int, cap: int | None, total: int,
+                 total_cap: int | None) -> str | None:
+    if row is None:
+        return "empty_suffix"
+    if row["chosen_ids"] == row["rejected_ids"]:
+        return "identical"
+    if "unverifiable" in (chosen.verdict, rejected.verdict):
+        return "unverifiable"
+    if _key(row) in seen:
+        return "duplicate"
+    if cap is not None and kept >= cap:
+        return "cap"
+    if total_cap is not None and total >= total_cap:
+        return "problem_cap"
+    return None
