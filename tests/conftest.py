@@ -1,4 +1,7 @@
-"""Shared fixtures: a byte-level tokenizer and a tiny random Llama saved as a normal HF folder."""
+"""Shared fixtures: a byte-level tokenizer and a tiny random Llama saved as a normal HF folder.
+
+Nothing here downloads: models are built locally (mcts_cot.tiny); slow tests use the embedded default.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +10,13 @@ import os
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(scope="session")
 def byte_tok():
+    """The byte-level tokenizer with a ChatML template: decode(encode(x)) == x, eos = <|im_end|>."""
     from mcts_cot.tiny import byte_tokenizer
 
     return byte_tokenizer()
@@ -19,6 +24,7 @@ def byte_tok():
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
+    """A saved tiny random Llama + byte tokenizer folder, loadable by path (built once per session)."""
     from mcts_cot.tiny import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("tiny-model"))

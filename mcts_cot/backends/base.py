@@ -56,6 +56,20 @@ class BackendStats:
         return self.generated_tokens / self.seconds if self.seconds else 0.0
 
 
+def stop_end(text: str, stops: tuple[str, ...] | list[str]) -> int | None:
+    """End index of the earliest stop string in `text` (the stop kept), or None when none occurs."""
+    ends = [(i, i + len(s)) for s in stops if s and (i := text.find(s)) >= 0]
+    return min(ends)[1] if ends else None
+
+
+def eos_token_ids(tokenizer, generation_config=None) -> set[int]:
+    """Every token id that ends a turn: the tokenizer's EOS plus the generation config's (int or list)."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    extra = getattr(generation_config, "eos_token_id", None)
+    ids |= set(extra) if isinstance(extra, list | tuple) else ({extra} if extra is not None else set())
+    return ids
+
+
 class Backend(Protocol):
     """A generation engine. `generate` returns, per request, exactly `request.n` completions."""
 

@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Callable
 
-from mcts_cot.backends.base import BackendStats, Completion, Request
+from mcts_cot.backends.base import BackendStats, Completion, Request, stop_end
 
 Script = Callable[[str, int], str]
 
@@ -43,16 +43,15 @@ class ScriptedBackend:
             prompt = self.tokenizer.decode(req.prompt_ids)
             out.append([self._complete(req, self.script(prompt, i)) for i in range(req.n)])
             self.stats.requests += 1
-            self.stats.prompt_tokens += len(req.prompt_ids) * req.n
+            self.stats.prompt_tokens += len(req.prompt_ids)  # once per request, as vLLM counts it
         self.stats.seconds += time.perf_counter() - start
         return out
 
     def _complete(self, req: Request, text: str) -> Completion:
         finish = "eos"
-        for stop in req.stop:
-            cut = text.find(stop)
-            if cut >= 0:
-                text, finish = text[: cut + len(stop)], "stop"
+        end = stop_end(text, req.stop)
+        if end is not None:
+            text, finish = text[:end], "stop"
         ids = self.tokenizer.encode(text, add_special_tokens=False)
         if len(ids) > req.max_tokens:
             ids, finish = ids[: req.max_tokens], "length"

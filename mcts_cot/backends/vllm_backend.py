@@ -1,0 +1,98 @@
+"""The vLLM backend: one offline `vllm.LLM` engine, token-id prompts, prefix caching.
+
+Every request goes as `prompt_token_ids` with its own `SamplingParams` (its own n, stops and seed), all in
+ONE `generate` call, so vLLM batches a whole search wave. A request's seed is its own `Request.seed` or one
+derived from the backend seed, the call number and its index, so a run with the same config reproduces.
+Completions are normalised to the `Completion` contract: stop strings kept in the text, EOS tokens dropped
+from the ids (the trainer appends end-of-turn itself), and a log-probability summed over the kept ids only.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from mcts_cot.backends import derive_seed
+from mcts_cot.backends.base import BackendStats, Completion, Request, eos_token_ids
+from mcts_cot.config import BackendConfig, ModelConfig
+from mcts_cot.models import load_tokenizer, resolve_dtype, resolve_model
+
+
+class VLLMBackend:
+    """Generation with an offline vLLM engine (CPU or GPU build)."""
+
+    def __init__(self, model: ModelConfig, backend: BackendConfig):
+        # vLLM logs every engine step at INFO, which buries progress bars; read at its first import only.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        from transformers import GenerationConfig
+        from vllm import LLM
+        from vllm.platforms import current_platform
+
+        path = resolve_model(model.name)
+        self.tokenizer = load_tokenizer(model.name)
+        self.seed = backend.seed
+        self.stats = BackendStats()
+        self._calls = 0
+        self.llm = LLM(
+            model=path, tokenizer=path, trust_remote_code=model.trust_remote_code,
+            dtype=resolve_dtype(model.dtype, gpu=not current_platform.is_cpu()), seed=backend.seed,
+            gpu_memory_utilization=backend.gpu_memory_utilization, tensor_parallel_size=backend.tensor_parallel_size,
+            max_model_len=backend.max_model_len, enable_prefix_caching=backend.enable_prefix_caching,
+            **backend.engine_kwargs,
+        )
+        try:
+            gen_cfg = GenerationConfig.from_pretrained(path)
+        except OSError:  # a folder without generation_config.json: the tokenizer's EOS is all there is
+            gen_cfg = None
+        self.eos_ids = eos_token_ids(self.tokenizer, gen_cfg)
+
+    def _params(self, req: Request, index: int):
+        from vllm import SamplingParams
+
+        return SamplingParams(
+            n=req.n, temperature=req.temperature, top_p=req.top_p, max_tokens=req.max_tokens,
+            stop=list(req.stop), include_stop_str_in_output=True, logprobs=0,
+            seed=req.seed if req.seed is not None else derive_seed(self.seed, self._calls, index),
+        )
+
+    def generate(self, requests: list[Request]) -> list[list[Completion]]:
+        from vllm.inputs import TokensPrompt
+
+        if not requests:
+            return []
+        start = time.perf_counter()
+        prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in requests]
+        params = [self._params(r, i) for i, r in enumerate(requests)]
+        self._calls += 1
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        results = []
+        for req, out in zip(requests, outputs, strict=True):
+            self.stats.requests += 1
+            self.stats.prompt_tokens += len(req.prompt_ids)
+            self.stats.cached_prompt_tokens += out.num_cached_tokens or 0
+            results.append([self._completion(c) for c in sorted(out.outputs, key=lambda c: c.index)])
+        self.stats.seconds += time.perf_counter() - start
+        return results
+
+    def _completion(self, out) -> Completion:
+        ids = list(out.token_ids)
+        if out.finish_reason == "length":
+            finish = "length"
+        elif isinstance(out.stop_reason, str):
+            finish = "stop"
+        else:  # EOS, or a stop token id from the generation config
+            finish = "eos"
+        while ids and ids[-1] in self.eos_ids and finish != "stop":
+            ids.pop()
+        logprob = sum(out.logprobs[i][tok].logprob for i, tok in enumerate(ids)) if out.logprobs else 0.0
+        self.stats.generated_tokens += len(ids)
+        return Completion(token_ids=ids, text=out.text, logprob=float(logprob), finish=finish)
+
+    def close(self) -> None:
+        """Shut the engine process down now rather than at interpreter exit."""
+        llm, self.llm = self.llm, None
+        if llm is not None:
+            engine = getattr(llm, "llm_engine", None)
+            shutdown = getattr(engine, "shutdown", None) or getattr(getattr(engine, "engine_core", None), "shutdown", None)
+            if shutdown is not None:
+                shutdown()
