@@ -18,7 +18,7 @@ from mcts_cot.config import option
 from mcts_cot.tree import Node, Tree
 
 Rank = Literal["shortest", "medium", "longest"]
-Q_TOLERANCE = 1e-9  # Q values are float means: 0.6 - 0.3 must pass a 0.3 margin
+Q_TOLERANCE = 1e-9  # Q values are float means: 0.7 - 0.4 must pass a 0.3 margin
 
 
 @dataclass

@@ -158,7 +158,7 @@ def test_step_pairs_respect_margin_and_min_visits():
 
 
 def test_step_margin_is_met_despite_float_rounding():
-    tree = make_tree("f", [(ANSWER5, 10, 6, "ok", []), (ANSWER6, 10, 3, "bad", [])])  # 0.6 - 0.3 < 0.3 in floats
+    tree = make_tree("f", [(ANSWER5, 10, 7, "ok", []), (ANSWER6, 10, 4, "bad", [])])  # 0.7 - 0.4 < 0.3 in floats
     rows, _ = pairs_of(tree, "strategies=[step]", "step.margin=0.3")
     assert [ends(tree, r) for r in rows] == [(1, 2)]
     rows, _ = pairs_of(tree, "strategies=[step]", "step.margin=0.31")
