@@ -191,9 +191,7 @@ class TreeSearch:
 
     def _add_fixed(self, parent: Node, action: str, text: str) -> Node:
         node = self.tree.add(parent, kind=action, text=text, token_ids=self.policy.encode(text))
-        self.exhausted.discard(parent.id)
-        for anc in self.tree.path(parent):
-            self.exhausted.discard(anc.id)
+        self._refresh_exhausted(parent)
         return node
 
     def _rollout(self, node: Node) -> Expansion:

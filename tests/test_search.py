@@ -241,6 +241,7 @@ def test_waves_keep_slots_full_and_write_each_tree_once(byte_tok):
     run_waves(eng, problems, lambda trees: seen.extend(t.problem["id"] for t in trees),
               lambda w, tok, live: sizes.append(live))
     assert sorted(seen) == sorted(p.id for p in problems)
+    assert max(sizes) <= 3
 
 
 # --------------------------------------------------------------------------------------------- run dirs
@@ -273,10 +274,19 @@ def _run(out: Path, model: Path, *extra: str, kill_after: float | None = None) -
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err.decode()[-2000:]
         return 0
+    trees = out / "trees.jsonl"
+    before = _lines(trees)
+    deadline = time.time() + 120
+    while _lines(trees) <= before and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)  # wait until this run has written something, then kill it at a random moment
     time.sleep(kill_after)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     return proc.returncode
+
+
+def _lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
 def _trees(run_dir: Path) -> dict[str, dict]:
@@ -288,13 +298,20 @@ def _trees(run_dir: Path) -> dict[str, dict]:
     return out
 
 
+def _search(out: Path, model: Path, *extra: str, **kwargs) -> dict:
+    """The same run as `_run`, in this process."""
+    from mcts_cot.run import run_search
+
+    return run_search(load_config(SearchConfig, None, [f"model.name={model}", *SETS, *extra], out=str(out)), **kwargs)
+
+
 def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, tiny_model_dir):
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
-    _run(whole, tiny_model_dir)
+    _search(whole, tiny_model_dir)
     rng = random.Random(7)
     kills = 0
-    for _ in range(8):
-        code = _run(resumed, tiny_model_dir, kill_after=rng.uniform(2.0, 5.0))
+    for _ in range(3):
+        code = _run(resumed, tiny_model_dir, kill_after=rng.uniform(0.0, 0.4))
         kills += code == -signal.SIGKILL
         if (resumed / "manifest.json").exists() and '"complete"' in (resumed / "manifest.json").read_text():
             break
@@ -307,11 +324,11 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, tiny_model
 
 def test_torn_last_line_is_repaired(tmp_path, tiny_model_dir):
     out = tmp_path / "run"
-    _run(out, tiny_model_dir, "problems.limit=4")
+    _search(out, tiny_model_dir, "problems.limit=4")
     path = out / "trees.jsonl"
     raw = path.read_bytes()
     path.write_bytes(raw + raw.splitlines(keepends=True)[0][:50])  # a half-written line at the end
-    _run(out, tiny_model_dir, "problems.limit=6")
+    _search(out, tiny_model_dir, "problems.limit=6")
     ids = [r["problem"]["id"] for r in read_jsonl(path)]
     assert len(ids) == len(set(ids)) == 6
     assert path.read_bytes().endswith(b"\n")
@@ -321,7 +338,7 @@ def test_a_different_config_is_refused_unless_overwrite(tmp_path, tiny_model_dir
     from mcts_cot.run import run_search
 
     out = tmp_path / "run"
-    _run(out, tiny_model_dir, "problems.limit=2")
+    _search(out, tiny_model_dir, "problems.limit=2")
     cfg = load_config(SearchConfig, None, [f"model.name={tiny_model_dir}", *SETS, "policy.children=2"], out=str(out))
     with pytest.raises(UserError, match="different config"):
         run_search(cfg)
@@ -332,12 +349,9 @@ def test_a_different_config_is_refused_unless_overwrite(tmp_path, tiny_model_dir
 
 
 def test_shards_split_the_problems(tmp_path, tiny_model_dir):
-    from mcts_cot.run import run_search
-
     out = tmp_path / "run"
-    cfg = load_config(SearchConfig, None, [f"model.name={tiny_model_dir}", *SETS, "problems.limit=6"], out=str(out))
     for i in range(3):
-        run_search(cfg, shard=(i, 3))
+        _search(out, tiny_model_dir, "problems.limit=6", shard=(i, 3))
     names = sorted(p.name for p in out.glob("trees*.jsonl"))
     assert names == ["trees-0-of-3.jsonl", "trees-1-of-3.jsonl", "trees-2-of-3.jsonl"]
     assert len({t.problem["id"] for t in iter_trees(out)}) == 6
