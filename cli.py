@@ -134,6 +134,33 @@ def train(
                   f"{result.metrics['pairs_per_second']} rows/s{extra}; model in {out}")
 
 
+@app.command("eval")
+@user_errors
+def eval_(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    out: OutOpt = None,
+    model: ModelOpt = None,
+    problems: ProblemsOpt = None,
+    backend: BackendOpt = None,
+    n: Annotated[Optional[int], typer.Option("--n", "-n", help="Samples per problem (sampling.n).")] = None,  # noqa: UP045
+    temperature: Annotated[Optional[float], typer.Option("--temperature", "-t", help="Sampling temperature; 0 = greedy (sampling.temperature).")] = None,  # noqa: UP045
+) -> None:
+    """Sample answers for a problem set, verify them, and report accuracy, pass@k, maj@k and reflection markers.
+
+    --model takes an alias (smollm2-135m), an HF id, or any HF model folder (e.g. one written by `train`).
+    Writes samples.jsonl, summary.json, config.yaml and manifest.json to --out (default runs/eval).
+    """
+    from mcts_cot.config import load_config
+    from mcts_cot.evaluate import EvalConfig, run_eval, summary_table
+
+    cfg = load_config(EvalConfig, config, set_, **{
+        "out": str(out) if out else None, "model.name": model, "problems.source": problems,
+        "backend.name": backend, "sampling.n": n, "sampling.temperature": temperature})
+    summary = run_eval(cfg, cfg.out, console=console)
+    console.print(summary_table(summary, cfg.out))
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,236 @@
+"""`mcts-cot eval`: sample answers for a problem set, verify them, and report accuracy, pass@k and maj@k.
+
+The same prompt rendering (`prompts.prompt_ids`), backends and verifier as the search, so an eval number
+and a search number for one model mean the same thing. Problems go to the backend in chunks (one
+`generate` call each) so the progress bar moves, and each chunk is verified in the background while the
+next one generates. Outputs in the eval dir: `samples.jsonl` (every sample, per problem), `summary.json`,
+`config.yaml` and `manifest.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from math import comb
+from pathlib import Path
+from typing import Optional
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mcts_cot.config import (
+    BackendConfig,
+    ModelConfig,
+    ProblemsConfig,
+    PromptConfig,
+    SamplingConfig,
+    VerifyConfig,
+    config_hash,
+    option,
+    save_config,
+    section,
+)
+from mcts_cot.errors import UserError
+from mcts_cot.io import append_jsonl, write_json
+from mcts_cot.problems import Problem, load_problems
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Configuration of `mcts-cot eval`. Greedy, one full answer per problem, unless `sampling` says otherwise."""
+
+    model: ModelConfig = section(ModelConfig, "The model to evaluate: alias, HF id, or a folder (e.g. one saved by `train`).")
+    backend: BackendConfig = section(BackendConfig, "The generation engine.")
+    prompt: PromptConfig = section(PromptConfig, "How a problem becomes a chat prompt.")
+    problems: ProblemsConfig = section(ProblemsConfig, "Which problems to evaluate on.")
+    verify: VerifyConfig = section(VerifyConfig, "The math-verify worker pool.")
+    sampling: SamplingConfig = section(SamplingConfig, "Samples per problem and how they are drawn.")
+    stop: list[str] = option([], "Stop strings; none by default, so every sample is a full answer.")
+    k: Optional[int] = option(None, "k of pass@k and maj@k; default sampling.n.")  # noqa: UP045
+    chunk: int = option(64, "Problems per backend call (the progress bar moves once per chunk).")
+    out: str = option("runs/eval", "Output directory (the --out flag overrides it).")
+
+
+REFLECTION_MARKERS: dict[str, re.Pattern] = {
+    "wait": re.compile(r"\bwait\b", re.IGNORECASE),
+    "alternatively": re.compile(r"\balternatively\b", re.IGNORECASE),
+    "let me check": re.compile(r"\blet me check\b", re.IGNORECASE),
+    "let's check": re.compile(r"\blet['’]s check\b", re.IGNORECASE),
+    "double-check": re.compile(r"\bdouble[- ]check", re.IGNORECASE),
+    "hmm": re.compile(r"\bhmm+\b", re.IGNORECASE),
+}
+
+
+def reflection_counts(text: str) -> dict[str, int]:
+    """Occurrences of each self-reflection marker (case-insensitive, whole words), the signal that the
+    MCTS-trained model learned to double-check itself."""
+    return {name: len(rx.findall(text)) for name, rx in REFLECTION_MARKERS.items()}
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k (Chen et al. 2021): the chance that k of the n samples, drawn without
+    replacement, include at least one of the c correct ones."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - comb(n - c, k) / comb(n, k)
+
+
+def majority_correct(samples: list[dict], k: int) -> bool:
+    """maj@k: the most common extracted answer among the first k samples (ties: the first seen) is correct.
+    Answers are grouped by their text with whitespace removed; samples without an answer do not vote."""
+    votes = Counter()
+    verdict: dict[str, str] = {}
+    for s in samples[:k]:
+        if s["answer"] is None:
+            continue
+        key = "".join(s["answer"].split())
+        votes[key] += 1
+        verdict.setdefault(key, s["verdict"])
+    if not votes:
+        return False
+    winner = max(votes, key=lambda a: votes[a])  # max keeps the first of equal counts, in insertion order
+    return verdict[winner] == "correct"
+
+
+def run_eval(cfg: EvalConfig, out_dir: str | Path | None = None, script=None,
+             console: Console | None = None) -> dict:
+    """Evaluate `cfg.model` on `cfg.problems`; writes the eval dir and returns the summary.
+
+    `script` drives the scripted backend (tests, dry runs); it is ignored by the real backends.
+    """
+    from mcts_cot.backends import Request, make_backend
+    from mcts_cot.prompts import prompt_ids
+    from mcts_cot.verify import Verifier, extract_answer
+
+    out = Path(out_dir or cfg.out)
+    k = cfg.k or cfg.sampling.n
+    if not 1 <= k <= cfg.sampling.n:
+        raise UserError(f"k: pass@k needs 1 <= k <= sampling.n ({cfg.sampling.n}), got {k}")
+    if cfg.chunk < 1:
+        raise UserError(f"chunk: must be at least 1, got {cfg.chunk}")
+    problems, load_report = load_problems(cfg.problems)
+    if not problems:
+        raise UserError(f"{cfg.problems.source}: no problems to evaluate")
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out)
+    samples_path = out / "samples.jsonl"
+    samples_path.unlink(missing_ok=True)
+    console = console or Console(stderr=True)
+    start = time.perf_counter()
+    backend = make_backend(cfg.model, cfg.backend, script=script)
+    rows: list[dict] = []
+    try:
+        with Verifier.from_config(cfg.verify) as verifier, _progress(console) as bar:
+            task = bar.add_task("eval", total=len(problems), info="")
+            pending = None  # (problems, completions, future) of the chunk being verified
+            for i in range(0, len(problems), cfg.chunk):
+                chunk = problems[i: i + cfg.chunk]
+                requests = [Request(prompt_ids(backend.tokenizer, cfg.prompt, p.problem), n=cfg.sampling.n,
+                                    max_tokens=cfg.sampling.max_tokens, temperature=cfg.sampling.temperature,
+                                    top_p=cfg.sampling.top_p, stop=tuple(cfg.stop)) for p in chunk]
+                completions = backend.generate(requests)
+                answers = [[extract_answer(c.text) for c in cs] for cs in completions]
+                future = verifier.submit([(p.answer, a) for p, ans in zip(chunk, answers, strict=True) for a in ans])
+                if pending:
+                    _finish_chunk(rows, samples_path, *pending, bar, task, backend.stats)
+                pending = (chunk, completions, answers, future)
+            _finish_chunk(rows, samples_path, *pending, bar, task, backend.stats)
+    finally:
+        backend.close()
+    summary = summarize(rows, k)
+    summary.update({
+        "tokens_per_s": round(backend.stats.tokens_per_s, 1), "generation_s": round(backend.stats.seconds, 2),
+        "wall_s": round(time.perf_counter() - start, 2), "model": cfg.model.name, "backend": cfg.backend.name,
+        "problems": cfg.problems.source, "skipped_rows": len(load_report.skipped), "n": cfg.sampling.n,
+        "temperature": cfg.sampling.temperature, "max_tokens": cfg.sampling.max_tokens,
+    })
+    write_json(out / "summary.json", summary)
+    write_json(out / "manifest.json", _manifest(cfg, summary, backend.stats, load_report))
+    return summary
+
+
+def _finish_chunk(rows, path, chunk: list[Problem], completions, answers, future, bar, task, stats) -> None:
+    """Wait for a chunk's verdicts, append its rows to samples.jsonl and move the bar."""
+    verdicts = iter(future.result())
+    new = []
+    for p, cs, ans in zip(chunk, completions, answers, strict=True):
+        samples = [{"text": c.text, "answer": a, "verdict": next(verdicts), "tokens": len(c.token_ids),
+                    "finish": c.finish, "logprob": round(c.logprob, 4), "markers": reflection_counts(c.text)}
+                   for c, a in zip(cs, ans, strict=True)]
+        new.append({"id": p.id, "problem": p.problem, "gold": p.answer,
+                    "correct": sum(s["verdict"] == "correct" for s in samples), "samples": samples})
+    append_jsonl(path, new)
+    rows += new
+    flat = [s for r in rows for s in r["samples"]]
+    acc = sum(s["verdict"] == "correct" for s in flat) / len(flat)
+    bar.update(task, advance=len(chunk), info=f"{stats.tokens_per_s:,.0f} tok/s · acc {acc:.1%}")
+
+
+def summarize(rows: list[dict], k: int) -> dict:
+    """Accuracy over every sample, pass@k / maj@k per problem, token and marker means, outcome rates."""
+    flat = [s for r in rows for s in r["samples"]]
+    count = len(flat)
+
+    def rate(pred) -> float:
+        return round(sum(1 for s in flat if pred(s)) / count, 4)
+
+    markers = {name: round(sum(s["markers"][name] for s in flat) / count, 4) for name in REFLECTION_MARKERS}
+    return {
+        "accuracy": rate(lambda s: s["verdict"] == "correct"),
+        f"pass@{k}": round(sum(pass_at_k(len(r["samples"]), r["correct"], k) for r in rows) / len(rows), 4),
+        f"maj@{k}": round(sum(majority_correct(r["samples"], k) for r in rows) / len(rows), 4),
+        "k": k,
+        "no_answer_rate": rate(lambda s: s["verdict"] == "no_answer"),
+        "unverifiable_rate": rate(lambda s: s["verdict"] == "unverifiable"),
+        "truncated_rate": rate(lambda s: s["finish"] == "length"),
+        "mean_generated_tokens": round(sum(s["tokens"] for s in flat) / count, 2),
+        "reflection_per_response": {**markers, "total": round(sum(markers.values()), 4)},
+        "problem_count": len(rows),
+        "sample_count": count,
+    }
+
+
+def _manifest(cfg: EvalConfig, summary: dict, stats, load_report) -> dict:
+    from mcts_cot.models import resolve_model
+    from mcts_cot.versions import package_versions
+
+    return {
+        "command": "eval", "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config_hash": config_hash(cfg, exclude=("out",)), "model_path": resolve_model(cfg.model.name),
+        "versions": package_versions(),
+        "counts": {"problems": summary["problem_count"], "samples": summary["sample_count"],
+                   "skipped_rows": len(load_report.skipped)},
+        "skipped": load_report.skipped,
+        "backend_stats": {"requests": stats.requests, "generated_tokens": stats.generated_tokens,
+                          "prompt_tokens": stats.prompt_tokens, "cached_prompt_tokens": stats.cached_prompt_tokens,
+                          "cache_hit_rate": stats.cache_hit_rate, "seconds": round(stats.seconds, 2)},
+        "wall_s": summary["wall_s"],
+    }
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
+
+
+def summary_table(summary: dict, out_dir: str | Path) -> Table:
+    """The end-of-run table the CLI prints."""
+    k = summary["k"]
+    table = Table(title=f"eval · {summary['model']} · {summary['problems']} · {summary['backend']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for label, value in [
+        ("accuracy", f"{summary['accuracy']:.1%}"), (f"pass@{k}", f"{summary[f'pass@{k}']:.1%}"),
+        (f"maj@{k}", f"{summary[f'maj@{k}']:.1%}"), ("no answer", f"{summary['no_answer_rate']:.1%}"),
+        ("unverifiable", f"{summary['unverifiable_rate']:.1%}"), ("truncated", f"{summary['truncated_rate']:.1%}"),
+        ("mean generated tokens", f"{summary['mean_generated_tokens']:.1f}"),
+        ("reflection markers / response", f"{summary['reflection_per_response']['total']:.3f}"),
+        ("generated tokens/s", f"{summary['tokens_per_s']:,.1f}"), ("wall time", f"{summary['wall_s']:.1f} s"),
+        ("problems × samples", f"{summary['problem_count']} × {summary['n']}"), ("output", str(out_dir)),
+    ]:
+        table.add_row(label, value)
+    return table
