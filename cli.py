@@ -161,6 +161,42 @@ def eval_(
     console.print(summary_table(summary, cfg.out))
 
 
+@app.command("config")
+@user_errors
+def show_config(
+    command: Annotated[str, typer.Argument(help="search, export-pairs, train or eval.")],
+) -> None:
+    """List every config key of a command with its default and what it does."""
+    from rich.table import Table
+
+    from mcts_cot.config import describe
+
+    table = Table("key", "default", "meaning", title=f"mcts-cot {command} config (set with --set key=value)")
+    for key, default, text in describe(_config_class(command)):
+        table.add_row(key, default, text)
+    Console().print(table)
+
+
+def _config_class(command: str) -> type:
+    if command == "search":
+        from mcts_cot.search import SearchConfig
+
+        return SearchConfig
+    if command == "export-pairs":
+        from mcts_cot.export import ExportConfig
+
+        return ExportConfig
+    if command == "train":
+        from trainers.config import TrainConfig
+
+        return TrainConfig
+    if command == "eval":
+        from mcts_cot.evaluate import EvalConfig
+
+        return EvalConfig
+    raise UserError(f"unknown command {command!r}: choose search, export-pairs, train or eval")
+
+
 def main() -> None:
     app()
 
