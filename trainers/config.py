@@ -73,7 +73,7 @@ class TrainConfig:
     gradient_checkpointing: bool = option(False, "Recompute activations in backward to save memory.")
     resume: typing.Union[bool, str] = option(False, "true: continue from the last checkpoint in OUT/checkpoints; or a checkpoint folder.")  # noqa: UP007
     deepspeed: typing.Optional[str] = option(None, "DeepSpeed JSON (configs/deepspeed/*.json); normally set through an accelerate config instead.")  # noqa: UP045
-    use_cpu: typing.Optional[bool] = option(None, "Force CPU (None: CPU when no accelerator is present).")  # noqa: UP045
+    use_cpu: typing.Optional[bool] = option(None, "Train on CPU (None: when no CUDA device is present). Also what makes a multi-process CPU launch use DDP over gloo.")  # noqa: UP045
     trainer_kwargs: dict = option({}, "Extra TrainingArguments, e.g. {optim: adamw_torch_fused}.")
 
     def validate(self) -> None:

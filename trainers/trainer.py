@@ -184,8 +184,8 @@ def training_arguments(cfg: TrainConfig, out_dir: Path, has_eval: bool):
         eval_strategy="steps" if cfg.eval_steps and has_eval else "no", eval_steps=cfg.eval_steps,
         deepspeed=cfg.deepspeed, ddp_find_unused_parameters=False,
     )
-    if cfg.use_cpu is not None:
-        kwargs["use_cpu"] = cfg.use_cpu
+    # CPU has to be said explicitly, or a multi-process CPU launch (torchrun) trains each process alone.
+    kwargs["use_cpu"] = cfg.use_cpu if cfg.use_cpu is not None else not torch.cuda.is_available()
     kwargs.update(cfg.trainer_kwargs)
     return TrainingArguments(**kwargs)
 
@@ -216,12 +216,26 @@ def _attach_reference(cfg, args, model, model_path, files_examples, collator, eo
 
     info = {}
     model.to(args.device)
-    for path, examples in files_examples:
-        cache = reference.cache_path(path, model_path, settings)
-        with args.main_process_first(desc="reference log-probs"):
-            hit = reference.attach(examples, cache, compute_fn)
-        info[Path(path).name] = {"cache": str(cache), "hit": hit}
+    with _gathered(model):
+        for path, examples in files_examples:
+            cache = reference.cache_path(path, model_path, settings)
+            with args.main_process_first(desc="reference log-probs"):
+                hit = reference.attach(examples, cache, compute_fn)
+            info[Path(path).name] = {"cache": str(cache), "hit": hit}
     return info
+
+
+def _gathered(model):
+    """Whole weights on every rank for the reference pass under ZeRO-3 (which loads them partitioned).
+
+    Every rank enters (the gather is collective); inside, only the main process computes."""
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(model.parameters()))
 
 
 def run(cfg: TrainConfig, out_dir: str | Path) -> RunResult:
@@ -252,6 +266,12 @@ def run(cfg: TrainConfig, out_dir: str | Path) -> RunResult:
 
     collator = PairCollator(tokenizer.pad_token_id, cfg.prefix_sharing and cfg.objective != "sft",
                             cfg.pad_to_multiple_of)
+    if (args.deepspeed or args.deepspeed_plugin) and torch.distributed.is_initialized():
+        # ZeRO-3 partitions weights while `from_pretrained` loads them (zero.Init), which needs DeepSpeed's comm
+        # up; on GPU accelerate has done it, on CPU (gloo) it has not, so wrap the existing process group.
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
     model = _load_model(cfg, model_path)
     ref_model, ref_info = None, {}
     if cfg.uses_reference and cfg.reference == "cached":
@@ -275,7 +295,7 @@ def run(cfg: TrainConfig, out_dir: str | Path) -> RunResult:
 
     steps = train_out.global_step
     metrics = {
-        "objective": cfg.objective, "model": name, "global_step": steps, "train": train_out.metrics,
+        "objective": cfg.objective, "model": name, "global_step": steps, "world_size": args.world_size, "train": train_out.metrics,
         "eval": eval_metrics, "data": {"train": dataclasses.asdict(train_stats),
                                        "val": dataclasses.asdict(val_stats) if val_stats else None},
         "reference": {"mode": cfg.reference if cfg.uses_reference else "none", "files": ref_info},
