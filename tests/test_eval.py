@@ -133,3 +133,10 @@ def test_cli_eval_through_vllm_on_the_embedded_model(tmp_path):
     assert all(r["samples"][0]["text"] for r in rows)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["backend_stats"]["prompt_tokens"] > 0 and manifest["backend_stats"]["cache_hit_rate"] is not None
+
+
+def test_cli_eval_help_lists_the_shortcuts():
+    result = CliRunner().invoke(app, ["eval", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for flag in ("--config", "--set", "--out", "--model", "--problems", "--backend", "--n", "--temperature"):
+        assert flag in result.output
