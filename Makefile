@@ -30,7 +30,7 @@ test-fast: install
 	$(VENV)/bin/pytest -q -m "not slow" $(PYTEST_ARGS)
 
 demo: install
-	$(VENV)/bin/mcts-cot eval --model smollm2-135m --problems builtin:arithmetic:100 --out runs/demo/eval-base
+	$(VENV)/bin/mcts-cot loop --config configs/recipes/demo.yaml
 
 bench: install
 	$(PY) bench/run_all.py

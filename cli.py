@@ -197,6 +197,111 @@ def _config_class(command: str) -> type:
     raise UserError(f"unknown command {command!r}: choose search, export-pairs, train or eval")
 
 
+# ------------------------------------------------------------------------------------- the loop (mcts_cot.loop)
+
+RoundsOpt = Annotated[Optional[int], typer.Option("--rounds", "-r", help="Rounds; round k searches with the model trained in round k-1.")]  # noqa: UP045
+ScaleOpt = Annotated[Optional[float], typer.Option("--scale", help="Multiply the recipe's problem counts (train, test, sampled test).")]  # noqa: UP045
+
+
+def _loop(config, set_, out, rounds, scale, backend) -> None:
+    from mcts_cot.loop import load_loop_config, print_loop_end, run_loop
+
+    cfg = load_loop_config(config, set_, **{"out": str(out) if out else None, "rounds": rounds, "scale": scale,
+                                            "backend": backend})
+    results = run_loop(cfg, console=console)
+    print_loop_end(results, Path(cfg.out), console)
+
+
+@app.command()
+@user_errors
+def loop(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    out: OutOpt = None,
+    rounds: RoundsOpt = None,
+    scale: ScaleOpt = None,
+    backend: BackendOpt = None,
+) -> None:
+    """Search → export → train → eval for one or more rounds, from a recipe (configs/recipes/*.yaml).
+
+    --set takes recipe keys (rounds=2, train_problems=80) and stage keys (search.budget.max_rollouts=32,
+    train.learning_rate=1e-5, eval.sampling.max_tokens=256). Ends with a before/after table.
+    """
+    _loop(config, set_, out, rounds, scale, backend)
+
+
+@app.command()
+@user_errors
+def demo(
+    scale: ScaleOpt = None,
+    rounds: RoundsOpt = None,
+    out: OutOpt = None,
+    set_: SetOpt = None,
+    backend: BackendOpt = None,
+) -> None:
+    """The demo recipe (configs/recipes/demo.yaml = the built-in defaults): base model → MCTS on train
+    problems → joint cDPO+α·NLL+masking → before/after table on held-out test problems (< 20 min, 2 CPU cores)."""
+    _loop(None, set_, out, rounds, scale, backend)
+
+
+@app.command()
+@user_errors
+def ladder(
+    run_dir: Annotated[Path, typer.Argument(help="A search run dir (the data of every row).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output dir (data-*, one dir per row, results.*).")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    backend: BackendOpt = None,
+) -> None:
+    """Marco-o1's Table 5 ablation ladder (SFT, + DPO, + Data Balance, + cDPO, + Joint Loss, + Masking)
+    trained on one search run; prints accuracy and no-answer rate per row (configs/recipes/ladder.yaml)."""
+    from mcts_cot.loop import LadderConfig, load_loop_config, run_ladder
+
+    cfg = load_loop_config(config, set_, cls=LadderConfig, backend=backend)
+    run_ladder(run_dir, out, cfg, console=console)
+
+
+@app.command("best-of-n")
+@user_errors
+def best_of_n(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    out: OutOpt = None,
+    model: ModelOpt = None,
+    problems: ProblemsOpt = None,
+    backend: BackendOpt = None,
+    n: Annotated[Optional[int], typer.Option("--n", "-n", help="Samples per problem.")] = None,  # noqa: UP045
+    tokens: Annotated[Optional[int], typer.Option("--tokens", help="Sample until this many generated tokens instead of a fixed n.")] = None,  # noqa: UP045
+) -> None:
+    """N full samples per problem, verified, written as a run dir of one-level trees (export-pairs reads it)."""
+    from mcts_cot.config import load_config
+    from mcts_cot.loop import BestOfNConfig, sample_best_of_n
+
+    cfg = load_config(BestOfNConfig, config, set_, **{"out": str(out) if out else None, "model.name": model,
+                                                      "problems.source": problems, "backend.name": backend,
+                                                      "n": n, "max_total_tokens": tokens})
+    manifest = sample_best_of_n(cfg, console=console)
+    p = manifest["problems"]
+    console.print(f"{p['solved_now']}/{p['total']} problems solved with {manifest['generated_tokens']} tokens; trees in {cfg.out}")
+
+
+@app.command("compare-bon")
+@user_errors
+def compare_bon(
+    run_dir: Annotated[Path, typer.Argument(help="An MCTS search run dir.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output dir (bon-run, data-*, model-*, eval-*, results.*).")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    train_models: Annotated[bool, typer.Option(help="Also train and evaluate a model on each one's data.")] = True,
+) -> None:
+    """MCTS vs best-of-N at the same generated tokens on the run's problems: solve rates, and the greedy
+    test accuracy of a model trained on each one's data (same export, same trainer)."""
+    from mcts_cot.loop import CompareConfig, load_loop_config, run_compare
+
+    cfg = load_loop_config(config, set_, cls=CompareConfig, train_models=train_models)
+    run_compare(run_dir, out, cfg, console=console)
+
+
 def main() -> None:
     app()
 
