@@ -20,6 +20,16 @@ TEXTS = [  # (prompt, shared prefix, chosen suffix, rejected suffix): suffixes d
 ]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread; on a shared, busy CPU, spinning OpenMP threads cost 10x."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+
 def ids(tok, text):
     return tok(text, add_special_tokens=False)["input_ids"]
 

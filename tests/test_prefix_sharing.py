@@ -13,6 +13,15 @@ from trainers.data import PairCollator
 from trainers.trainer import forward_token_logps
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread; on a shared, busy CPU, spinning OpenMP threads cost 10x."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_layout_duplicates_last_context_token_and_restarts_positions():
     ids, positions = prefix_sharing.layout([1, 2, 3], [4, 5], [6, 7, 8])
     assert ids == [1, 2, 3, 4, 5, 3, 6, 7, 8]
