@@ -132,3 +132,11 @@ def test_two_process_cpu_ddp_run(data_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["global_step"] == 4 and metrics["train"]["epoch"] == 1.0
+
+
+@pytest.mark.parametrize("recipe", sorted(p.relative_to(ROOT) for p in (ROOT / "configs" / "train").rglob("*.yaml")))
+def test_recipes_load(recipe):
+    cfg = load_config(TrainConfig, ROOT / recipe)
+    cfg.validate()
+    if "ladder/6" in str(recipe):
+        assert (cfg.objective, cfg.alpha, cfg.masking) == ("cdpo", 1.0, True)

@@ -142,7 +142,7 @@ def _resolve(name: str) -> str:
 def _load(cfg: TrainConfig, path: str, eot_id: int, masking: bool) -> tuple[list, DataStats]:
     if cfg.objective == "sft":
         return load_sft(path, eot_id, cfg.max_length)
-    return load_pairs(path, eot_id, masking, cfg.max_length, cfg.epsilon)
+    return load_pairs(path, eot_id, masking, cfg.max_length, 0.0 if cfg.objective == "dpo" else cfg.epsilon)
 
 
 def _dtype(cfg: TrainConfig) -> torch.dtype:
