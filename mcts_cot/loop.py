@@ -87,7 +87,7 @@ class LoopConfig:
         "The export stage (ExportConfig).")
     train: Stage = section(lambda: Stage(set={
         "objective": "cdpo", "alpha": 1.0, "masking": True, "epsilon": 0.1, "beta": 0.1,
-        "learning_rate": 5e-6, "epochs": 2.0, "per_device_train_batch_size": 4, "max_length": 768,
+        "learning_rate": 2e-5, "epochs": 2.0, "per_device_train_batch_size": 4, "max_length": 768,
         "logging_steps": 5, "save_steps": 100000}),
         "The train stage (TrainConfig); the defaults are the paper's joint recipe (cDPO + α·NLL + masking).")
     eval: Stage = section(Stage, "The greedy eval (EvalConfig; greedy by default).")
@@ -361,7 +361,7 @@ def run_loop(cfg: LoopConfig, console: Console | None = None, script=None) -> di
         results["engine_starts"] = pool.starts
     results["stage_seconds"] = runner.times
     results["wall_seconds"] = round(time.perf_counter() - start, 1)
-    _write_results(root, results, before_after_table(results["rows"]), console)
+    _write_results(root, results, before_after_table(results["rows"]), console, where_table(results, root))
     return results
 
 
@@ -417,10 +417,12 @@ def markdown_table(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_results(root: Path, results: dict, table: Table, console: Console) -> None:
+def _write_results(root: Path, results: dict, table: Table, console: Console, extra: Table | None = None) -> None:
     write_json(root / "results.json", results)
     times = results.get("stage_seconds", {})
-    lines = [f"# {table.title}\n", markdown_table(table), f"\nwall time: {results.get('wall_seconds')} s\n"]
+    lines = [f"# {table.title}\n\n", markdown_table(table), f"\n{table.caption or ''}\n\nwall time: {results.get('wall_seconds')} s\n"]
+    if extra is not None:
+        lines += [f"\n## {extra.title}\n\n", markdown_table(extra)]
     if times:
         lines += ["\n| stage | seconds |\n|---|---|\n"] + [f"| {k} | {v} |\n" for k, v in times.items()]
     write_atomic(root / "results.md", "".join(lines))
@@ -429,7 +431,7 @@ def _write_results(root: Path, results: dict, table: Table, console: Console) ->
 
 
 def where_table(results: dict, root: Path) -> Table:
-    table = Table(title="outputs", show_header=False)
+    table = Table("output", "where", title="outputs")
     table.add_row("recipe", str(root / "config.yaml"))
     for row in results["rows"]:
         table.add_row(f"{row['name']}: eval", row["greedy_dir"] + (f", {row['sampled_dir']}" if "sampled_dir" in row else ""))
@@ -465,7 +467,7 @@ class LadderConfig:
         "sft.select": ["longest"], "sft.max_per_problem": 1, "path.rejected_per_chosen": 2, "path.max_per_problem": 2}),
         "Export settings shared by every named export.")
     train_row: Stage = section(lambda: Stage(set={
-        "learning_rate": 5e-6, "epochs": 2.0, "per_device_train_batch_size": 4, "max_length": 768,
+        "learning_rate": 2e-5, "epochs": 2.0, "per_device_train_batch_size": 4, "max_length": 768,
         "logging_steps": 5, "save_steps": 100000}),
         "TrainConfig overrides applied to every row before the row's own file and `set` (sizes, learning rate).")
     rows: list = option([
