@@ -3,6 +3,10 @@
 Every request goes as `prompt_token_ids` with its own `SamplingParams` (its own n, stops and seed), all in
 ONE `generate` call, so vLLM batches a whole search wave. A request's seed is its own `Request.seed` or one
 derived from the backend seed, the call number and its index, so a run with the same config reproduces.
+On CPU, per-request seeds are NOT sent: when vLLM splits a prompt over two steps (chunked prefill, always on
+in V1, vllm#18547) it rewinds a seeded request's generator with `set_offset`, which only CUDA generators
+support (vllm PR #10097), and the engine dies with "CPU Generator does not use offset". CPU runs are then
+reproducible through the engine seed only, given the same batches; GPU runs get per-request seeds.
 Completions are normalised to the `Completion` contract: stop strings kept in the text, EOS tokens dropped
 from the ids (the trainer appends end-of-turn itself), and a log-probability summed over the kept ids only.
 """
@@ -31,6 +35,7 @@ class VLLMBackend:
         path = resolve_model(model.name)
         self.tokenizer = load_tokenizer(model.name)
         self.seed = backend.seed
+        self.per_request_seeds = not current_platform.is_cpu()
         self.stats = BackendStats()
         self._calls = 0
         self.llm = LLM(
@@ -52,8 +57,13 @@ class VLLMBackend:
         return SamplingParams(
             n=req.n, temperature=req.temperature, top_p=req.top_p, max_tokens=req.max_tokens,
             stop=list(req.stop), include_stop_str_in_output=True, logprobs=0,
-            seed=req.seed if req.seed is not None else derive_seed(self.seed, self._calls, index),
+            seed=self._seed(req, index),
         )
+
+    def _seed(self, req: Request, index: int) -> int | None:
+        if not self.per_request_seeds:
+            return None
+        return req.seed if req.seed is not None else derive_seed(self.seed, self._calls, index)
 
     def generate(self, requests: list[Request]) -> list[list[Completion]]:
         from vllm.inputs import TokensPrompt
