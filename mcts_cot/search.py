@@ -140,33 +140,33 @@ class TreeSearch:
 
     def _select(self, busy: set[int]) -> Node | None:
         """Descend from the root through expanded nodes to an unexpanded one, adding virtual visits."""
+        nodes, expanded, exhausted = self.tree.nodes, self.expanded, self.exhausted
         node = self.tree.root
-        path = [node]
-        while node.id in self.expanded:
-            kids = [c for c in self.tree.children(node) if c.id not in self.exhausted and c.id not in busy]
+        path = [node.id]
+        while node.id in expanded:
+            kids = [nodes[i] for i in node.children if i not in exhausted and i not in busy]
             if not kids:
                 return None
             node = self.pick(node, kids)
-            path.append(node)
-        for n in path:
-            self.virtual[n.id] += 1
+            path.append(node.id)
+        for i in path:
+            self.virtual[i] += 1
         return node
 
     def pick(self, parent: Node, kids: list[Node]) -> Node:
         """UCT or PUCT over `kids`; unvisited children first (UCT); exact ties broken by the tree's RNG."""
-        visits = {c.id: c.N + self.virtual[c.id] for c in kids}
+        virtual = self.virtual
+        visits = [c.N + virtual[c.id] for c in kids]
         sel = self.cfg.selection
+        n_parent = max(1, parent.N + virtual[parent.id])
         if sel.rule == "uct":
-            unvisited = [c for c in kids if visits[c.id] == 0]
-            if unvisited:
-                return self.rng.choice(unvisited)
-            n_parent = max(1, parent.N + self.virtual[parent.id])
-            scores = [c.W / visits[c.id] + sel.c * math.sqrt(2 * math.log(n_parent) / visits[c.id]) for c in kids]
+            if 0 in visits:
+                return self.rng.choice([c for c, v in zip(kids, visits, strict=True) if v == 0])
+            explore = 2 * math.log(n_parent)
+            scores = [c.W / v + sel.c * math.sqrt(explore / v) for c, v in zip(kids, visits, strict=True)]
         else:
-            priors = self._priors(kids)
-            n_parent = max(1, parent.N + self.virtual[parent.id])
-            scores = [(c.W / visits[c.id] if visits[c.id] else 0.0) + sel.c * p * math.sqrt(n_parent) / (1 + visits[c.id])
-                      for c, p in zip(kids, priors, strict=True)]
+            scores = [(c.W / v if v else 0.0) + sel.c * p * math.sqrt(n_parent) / (1 + v)
+                      for c, v, p in zip(kids, visits, self._priors(kids), strict=True)]
         best = max(scores)
         return self.rng.choice([c for c, s in zip(kids, scores, strict=True) if s >= best - 1e-12])
 
@@ -234,14 +234,18 @@ class TreeSearch:
         return "answer" if node.answer is not None else (node.finish if node.finish in ("eos", "length") else "max_tokens")
 
     def _refresh_exhausted(self, node: Node) -> None:
-        """A node is exhausted when it is expanded and every child is exhausted (or terminal)."""
+        """A node is exhausted when it is expanded and every child is exhausted (or terminal). Walks up only
+        while a node's state changes: an ancestor's state depends on its children's states alone."""
+        nodes, expanded, exhausted = self.tree.nodes, self.expanded, self.exhausted
         while node is not None:
-            kids = self.tree.children(node)
-            if node.id in self.expanded and all(c.id in self.exhausted for c in kids):
-                self.exhausted.add(node.id)
+            now = node.id in expanded and all(i in exhausted for i in node.children)
+            if now == (node.id in exhausted):
+                return
+            if now:
+                exhausted.add(node.id)
             else:
-                self.exhausted.discard(node.id)
-            node = self.tree.nodes[node.parent] if node.parent is not None else None
+                exhausted.discard(node.id)
+            node = nodes[node.parent] if node.parent is not None else None
 
     # ---------------------------------------------------------------------------------- backup
 
