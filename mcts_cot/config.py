@@ -170,6 +170,11 @@ def _coerce(value: Any, hint: Any, where: str, key: str) -> Any:
     elif base is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `1e-5` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif base is str:
         if isinstance(value, str | int | float) and not isinstance(value, bool):
             return str(value)

@@ -120,3 +120,11 @@ def test_describe_lists_every_leaf_with_help():
     keys = {key for key, _, _ in rows}
     assert {"sampling.temperature", "model.name", "k", "out"} <= keys
     assert all(help_ for _, _, help_ in rows)
+
+
+def test_exponent_without_a_dot_is_a_float():
+    from mcts_cot.config import load_config
+    from mcts_cot.evaluate import EvalConfig
+
+    cfg = load_config(EvalConfig, None, ["sampling.temperature=1e-1"])
+    assert cfg.sampling.temperature == 0.1
