@@ -469,14 +469,14 @@ class LadderConfig:
     train_row: Stage = section(lambda: Stage(set={
         "learning_rate": 2e-5, "epochs": 2.0, "per_device_train_batch_size": 4, "max_length": 768,
         "logging_steps": 5, "save_steps": 100000}),
-        "TrainConfig overrides applied to every row before the row's own file and `set` (sizes, learning rate).")
+        "TrainConfig overrides applied to every row after the row's own recipe file and before its `set` (sizes, learning rate); `config` is used by rows without a file.")
     rows: list = option([
-        {"name": "SFT", "train": "configs/recipes/ladder/sft.yaml", "data": "unbalanced", "init": "base"},
-        {"name": "+ DPO", "train": "configs/recipes/ladder/dpo.yaml", "data": "unbalanced", "init": "SFT"},
-        {"name": "+ Data Balance", "train": "configs/recipes/ladder/dpo.yaml", "data": "balanced", "init": "SFT"},
-        {"name": "+ cDPO", "train": "configs/recipes/ladder/cdpo.yaml", "data": "balanced", "init": "SFT"},
-        {"name": "+ Joint Loss", "train": "configs/recipes/ladder/joint-nomask.yaml", "data": "balanced", "init": "SFT"},
-        {"name": "+ Masking", "train": "configs/recipes/ladder/joint.yaml", "data": "balanced", "init": "SFT"},
+        {"name": "SFT", "train": "configs/train/ladder/1_sft.yaml", "data": "unbalanced", "init": "base"},
+        {"name": "+ DPO", "train": "configs/train/ladder/2_dpo.yaml", "data": "unbalanced", "init": "SFT"},
+        {"name": "+ Data Balance", "train": "configs/train/ladder/3_balance.yaml", "data": "balanced", "init": "SFT"},
+        {"name": "+ cDPO", "train": "configs/train/ladder/4_cdpo.yaml", "data": "balanced", "init": "SFT"},
+        {"name": "+ Joint Loss", "train": "configs/train/ladder/5_joint.yaml", "data": "balanced", "init": "SFT"},
+        {"name": "+ Masking", "train": "configs/train/ladder/6_masking.yaml", "data": "balanced", "init": "SFT"},
     ], "Rows: {name, train (TrainConfig YAML or null), set ({key: value}), data (an `exports` key), init (base or a row name)}.")
     eval_base: bool = option(True, "Also evaluate the base model (a reference row above SFT).")
     seed: int = option(0, "Seed of export splits, training and eval.")
@@ -524,12 +524,8 @@ def run_ladder(run_dir: str | Path, out: str | Path, cfg: LadderConfig, console:
                      "greedy_dir": str(out / "base" / "eval-greedy")})
     for i, row in enumerate(cfg.rows):
         slug = f"{i + 1}-" + "".join(c if c.isalnum() else "-" for c in row["name"].lower()).strip("-").replace("--", "-")
-        tcfg = load_config(TrainConfig, None, None, **cfg.train_row.set) if cfg.train_row.config is None else \
-            load_config(TrainConfig, cfg.train_row.config, None, **cfg.train_row.set)
-        if row.get("train"):
-            file_cfg = _read_yaml(row["train"])
-            for key, value in _flatten(file_cfg).items():
-                set_value(tcfg, key, value, where=row["train"])
+        # The row's own recipe (a standalone `mcts-cot train` config), then the ladder's shared sizes, then the row's set.
+        tcfg = load_config(TrainConfig, row.get("train") or cfg.train_row.config, None, **cfg.train_row.set)
         for key, value in (row.get("set") or {}).items():
             set_value(tcfg, key, value, where=f"row {row['name']}")
         init = models[row.get("init", "base")]
@@ -558,23 +554,6 @@ def ladder_table(rows: list[dict]) -> Table:
                       f"{g['mean_generated_tokens']:.1f}", f"{g['reflection_per_response']['total']:.3f}")
     table.caption = "each row: <out>/<n>-<row>/model and /eval-greedy"
     return table
-
-
-def _read_yaml(path: str) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{path}: train config not found (run from the repository root, or give an absolute path)")
-    return yaml.safe_load(p.read_text()) or {}
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k not in ("trainer_kwargs",):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _run_model(run_dir: Path) -> str:

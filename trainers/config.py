@@ -41,7 +41,7 @@ class TrainConfig:
     data: str = option("", "Data dir written by `mcts-cot export-pairs` (pairs.jsonl, pairs_val.jsonl, sft.jsonl, sft_val.jsonl).")
     objective: Objective = option("cdpo", "dpo (sigmoid), cdpo (label-smoothed DPO), simpo (reference-free, length-normalised) or sft (NLL on sft.jsonl).")
     beta: float = option(0.1, "DPO/cDPO temperature β; for simpo the reward scale β (SimPO uses ~2.0).")
-    epsilon: typing.Union[float, str] = option("pairs", "cDPO/SimPO label smoothing ε: a float, or 'pairs' to read each pair's exported `epsilon` column. dpo always uses 0.")  # noqa: UP007
+    epsilon: typing.Union[float, str] = option(0.1, "cDPO/SimPO label smoothing ε: a float, or 'pairs' to read each pair's exported `epsilon` column (MCTS-DPO's visit confidence; it is 0.5, i.e. no preference signal, wherever both sides have equal visits). dpo always uses 0.")  # noqa: UP007
     alpha: float = option(1.0, "Weight of the NLL term on the chosen response (joint objective; 0 turns it off). Ignored by sft.")
     masking: bool = option(True, "Shared-prefix masking: prompt + shared reasoning prefix are context only and log-probs sum over the divergent suffix. false: the shared prefix counts in both log-probs (plain response-level DPO).")
     prefix_sharing: bool = option(False, "Pack prompt + prefix, chosen and rejected suffix in ONE sequence (rejected blind to chosen): one forward instead of two. Same loss and gradients.")
