@@ -243,7 +243,7 @@ class ModelConfig:
     """Which model generates (or is trained)."""
 
     name: str = option("smollm2-135m", "Model alias (smollm2-135m), Hugging Face id or local folder.")
-    dtype: str = option("auto", "Weights dtype: auto, float32, bfloat16 or float16. auto = float32 on CPU, bfloat16 on GPU.")
+    dtype: str = option("auto", "Weights dtype: auto, float32, bfloat16 or float16. auto = bfloat16 on GPU and on CPUs with native bf16 (avx512_bf16 / AMX), float32 on other CPUs.")
     trust_remote_code: bool = option(False, "Pass trust_remote_code to transformers / vLLM.")
 
 
@@ -257,6 +257,7 @@ class BackendConfig:
     tensor_parallel_size: int = option(1, "vLLM tensor parallel size (GPUs per model).")
     max_model_len: int = option(4096, "Longest prompt + generation the engine accepts, in tokens.")
     enable_prefix_caching: bool = option(True, "vLLM automatic prefix caching (the search shares long prefixes).")
+    block_size: int | None = option(None, "vLLM KV-cache block size in tokens; null = 32 on CPU, vLLM's own default on GPU. Only whole blocks are reused from the prefix cache, so vLLM-CPU's default of 128 recomputes up to 127 tokens of every prompt (for each of a request's n samples).")
     engine_kwargs: dict = option({}, "Extra keyword arguments for vllm.LLM, e.g. {enforce_eager: true}.")
     batch_size: int = option(16, "hf backend: prompts per generate call.")
 

@@ -68,13 +68,23 @@ def _looks_like_path(name: str) -> bool:
 
 
 def resolve_dtype(dtype: str, gpu: bool) -> str:
-    """`auto` → bfloat16 on GPU, float32 on CPU (the dequantized default is float32, and CPU speed is
-    memory-bound at this size); anything else passes through."""
+    """`auto` → bfloat16 on GPU and on a CPU with native bf16 arithmetic, float32 on other CPUs (where bf16
+    is emulated). Measured on a 2-core avx512_bf16 VM, vLLM-CPU decodes the 135M model 1.7x faster in bf16
+    (batch 100) and 1.8x at batch 1; anything else passes through."""
     if dtype == "auto":
-        return "bfloat16" if gpu else "float32"
+        return "bfloat16" if gpu or cpu_has_bf16() else "float32"
     if dtype not in ("float32", "bfloat16", "float16"):
         raise UserError(f"model.dtype: expected auto, float32, bfloat16 or float16, got {dtype!r}")
     return dtype
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU advertises native bf16 instructions (x86 avx512_bf16 or AMX; Linux only)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def load_tokenizer(name: str):

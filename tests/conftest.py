@@ -28,3 +28,15 @@ def tiny_model_dir(tmp_path_factory):
     from mcts_cot.tiny import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread; on a shared, busy CPU, spinning OpenMP threads cost 10x.
+    Modules that train tiny models opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

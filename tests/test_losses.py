@@ -19,15 +19,7 @@ TEXTS = [  # (prompt, shared prefix, chosen suffix, rejected suffix): suffixes d
     ("Compute 7-5.", "", "7-5=2.", "7-5 is 3."),
 ]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread; on a shared, busy CPU, spinning OpenMP threads cost 10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ids(tok, text):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mcts_cot.errors import UserError
-from mcts_cot.models import resolve_dtype, resolve_model
+from mcts_cot.models import cpu_has_bf16, resolve_dtype, resolve_model
 
 
 def test_hf_ids_and_folders_pass_through(tiny_model_dir):
@@ -30,7 +30,8 @@ def test_bad_local_paths_are_user_errors(tmp_path):
 
 
 def test_resolve_dtype():
-    assert resolve_dtype("auto", gpu=False) == "float32" and resolve_dtype("auto", gpu=True) == "bfloat16"
+    assert resolve_dtype("auto", gpu=True) == "bfloat16"
+    assert resolve_dtype("auto", gpu=False) == ("bfloat16" if cpu_has_bf16() else "float32")
     assert resolve_dtype("float16", gpu=False) == "float16"
     with pytest.raises(UserError, match="model.dtype"):
         resolve_dtype("fp8", gpu=True)

@@ -12,14 +12,7 @@ from trainers import losses, prefix_sharing
 from trainers.data import PairCollator
 from trainers.trainer import forward_token_logps
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread; on a shared, busy CPU, spinning OpenMP threads cost 10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_layout_duplicates_last_context_token_and_restarts_positions():

@@ -22,15 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = ["max_steps=2", "logging_steps=1", "save_steps=1000", "per_device_train_batch_size=4",
         "per_device_eval_batch_size=8"]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread; on a shared, busy CPU, spinning OpenMP threads cost 10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

