@@ -73,7 +73,7 @@ class LoopConfig:
     out: str = option("runs/demo", "Output dir: base/, round-<k>/, results.json, results.md.")
     rounds: int = option(1, "Rounds; round k searches with the model trained in round k-1 and trains from it.")
     scale: float = option(1.0, "Multiplies train_problems, test_problems and sampled_test_problems.")
-    train_problems: int = option(40, "Built-in arithmetic TRAIN problems searched per round (builtin:arithmetic:N, split train).")
+    train_problems: int = option(60, "Built-in arithmetic TRAIN problems searched per round (builtin:arithmetic:N, split train).")
     fresh_problems: bool = option(True, "Round k searches a new train set (generator seed k-1) instead of the same problems again.")
     test_problems: int = option(100, "Built-in arithmetic TEST problems of the greedy eval (split test: never a train problem).")
     sampled_test_problems: int = option(50, "Test problems of the sampled eval (pass@k); 0 skips it.")
@@ -86,7 +86,7 @@ class LoopConfig:
         "path.chosen": "shortest", "path.rejected_per_chosen": 2, "path.max_per_problem": 2}),
         "The export stage (ExportConfig).")
     train: Stage = section(lambda: Stage(set={
-        "objective": "cdpo", "alpha": 1.0, "masking": True, "epsilon": 0.1, "beta": 0.1,
+        "objective": "cdpo", "alpha": 1.0, "masking": True, "prefix_sharing": True, "bf16": True, "epsilon": 0.1, "beta": 0.1,
         "learning_rate": 2e-5, "epochs": 2.0, "per_device_train_batch_size": 4, "max_length": 768,
         "logging_steps": 5, "save_steps": 100000}),
         "The train stage (TrainConfig); the defaults are the paper's joint recipe (cDPO + α·NLL + masking).")
@@ -467,8 +467,8 @@ class LadderConfig:
         "sft.select": ["longest"], "sft.max_per_problem": 1, "path.rejected_per_chosen": 2, "path.max_per_problem": 2}),
         "Export settings shared by every named export.")
     train_row: Stage = section(lambda: Stage(set={
-        "learning_rate": 2e-5, "epochs": 2.0, "per_device_train_batch_size": 4, "max_length": 768,
-        "logging_steps": 5, "save_steps": 100000}),
+        "prefix_sharing": True, "bf16": True, "learning_rate": 2e-5, "epochs": 2.0,
+        "per_device_train_batch_size": 4, "max_length": 768, "logging_steps": 5, "save_steps": 100000}),
         "TrainConfig overrides applied to every row after the row's own recipe file and before its `set` (sizes, learning rate); `config` is used by rows without a file.")
     rows: list = option([
         {"name": "SFT", "train": "configs/train/ladder/1_sft.yaml", "data": "unbalanced", "init": "base"},

