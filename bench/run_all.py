@@ -37,6 +37,7 @@ BENCHES = {
     "train": ("bench_train.py", []),
     "train_gpu": ("bench_train.py", ["--gpu"]),
     "train_reference": ("bench_train_reference.py", []),  # cached vs live reference (its owner's script)
+    "vllm_cpu": ("bench_vllm_cpu.py", []),
 }
 
 
@@ -215,13 +216,24 @@ def render_train_reference(r: dict) -> list[str]:
     return out
 
 
-RENDER = {"bench_engine": render_engine, "train_reference": render_train_reference, "verify": render_verify, "bench_search": render_search, "bench_train": render_train,
+def render_vllm_cpu(r: dict) -> list[str]:
+    s = r["sizes"]
+    out = [f"One search-like wave: {s['problems']} two-shot prompts x n = {s['n']} x {s['tokens']} new tokens, prefix cache warm.",
+           "", "| engine | dtype | KV block | cached prompt tokens | s per wave | tok/s | speed-up |", "|---|---|---:|---:|---:|---:|---:|"]
+    for name, v in r["variants"].items():
+        out.append(f"| {name} | {v['dtype']} | {v['block_size']} | {v['cached_prompt_tokens']} of {v['prompt_tokens']} | "
+                   f"{_f(v['wave_s'])} | {_f(v['tokens_per_s'], 0)} | {_f(v['speedup'])}x |")
+    return out
+
+
+RENDER = {"vllm_cpu": render_vllm_cpu, "bench_engine": render_engine, "train_reference": render_train_reference, "verify": render_verify, "bench_search": render_search, "bench_train": render_train,
           "bench_train_gpu": render_train}
 TITLES = {"bench_engine": "Engine overhead (bench/bench_engine.py)", "verify": "Verification pool (bench/bench_verify.py)",
           "bench_search": "Search with vLLM on the embedded model (bench/bench_search.py)",
           "bench_train": "Training: ours vs TRL DPOTrainer, CPU (bench/bench_train.py)",
           "bench_train_gpu": "Training: ours vs TRL DPOTrainer, GPU (bench/bench_train.py --gpu)",
-          "train_reference": "Training: cached vs live reference (bench/bench_train_reference.py)"}
+          "train_reference": "Training: cached vs live reference (bench/bench_train_reference.py)",
+          "vllm_cpu": "vLLM-CPU engine settings: dtype and KV block size (bench/bench_vllm_cpu.py)"}
 
 
 SCRIPTS = {"verify": "python bench/bench_verify.py", "train_reference": "python bench/bench_train_reference.py"}
@@ -232,7 +244,7 @@ def render(statuses: list[dict]) -> str:
     for st in statuses:
         if st.get("status") != "ok":
             lines.append(f"- {st['name']}: {st['status']}")
-    order = ["bench_engine", "verify", "bench_search", "bench_train", "bench_train_gpu", "train_reference"]
+    order = ["bench_engine", "verify", "vllm_cpu", "bench_search", "bench_train", "bench_train_gpu", "train_reference"]
     names = order + sorted(p.stem for p in RESULTS.glob("*.json")
                            if p.stem not in order and not p.stem.endswith("_toy") and not p.stem.startswith("train_reference-"))
     for name in names:

@@ -18,6 +18,7 @@ from math import comb
 from pathlib import Path
 from typing import Optional
 
+import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -77,6 +78,23 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     if n - c < k:
         return 1.0
     return 1.0 - comb(n - c, k) / comb(n, k)
+
+
+def paired_comparison(base_dir: str | Path, other_dir: str | Path) -> dict:
+    """Per-problem greedy outcomes of two evals: problems only `other` solves (`won`), only `base` solves
+    (`lost`), and the exact two-sided McNemar p-value (a sign test on those discordant problems). On 100
+    problems a 4-point gain can be noise; this says how likely, from the two `samples.jsonl` files."""
+    base, other = (_correct_by_id(Path(d) / "samples.jsonl") for d in (base_dir, other_dir))
+    shared = base.keys() & other.keys()
+    won = sum(other[i] and not base[i] for i in shared)
+    lost = sum(base[i] and not other[i] for i in shared)
+    n = won + lost
+    p = min(1.0, 2 * sum(comb(n, j) for j in range(min(won, lost) + 1)) / 2**n) if n else 1.0
+    return {"problems": len(shared), "won": won, "lost": lost, "p_value": p}
+
+
+def _correct_by_id(path: Path) -> dict[str, bool]:
+    return {row["id"]: row["correct"] > 0 for row in map(orjson.loads, path.read_bytes().splitlines()) if row}
 
 
 def majority_correct(samples: list[dict], k: int) -> bool:

@@ -398,13 +398,30 @@ def before_after_table(rows: list[dict], title: str = "before / after") -> Table
     table = Table(title=title)
     keys = list(_row_figures(rows[0]))
     table.add_column("model")
-    for key in keys:
+    for key in keys + [VS_BASE]:
         table.add_column(key, justify="right")
-    for row in rows:
+    for row, vs in zip(rows, _vs_base(rows), strict=True):
         figs = _row_figures(row)
-        table.add_row(row["name"], *[_fmt(k, figs.get(k)) for k in keys])
-    table.caption = "greedy accuracy, no answer, mean tokens, reflection markers: greedy eval; pass@k, sampled accuracy: sampled eval"
+        table.add_row(row["name"], *[_fmt(k, figs.get(k)) for k in keys], vs)
+    table.caption = ("greedy accuracy, no answer, mean tokens, reflection markers: greedy eval; pass@k, sampled accuracy: "
+                     f"sampled eval; {VS_BASE}: {VS_BASE_MEANS}")
     return table
+
+
+VS_BASE = "vs base (+/−, p)"
+VS_BASE_MEANS = ("greedy test problems this model solves and the first row misses (+) and the reverse (−), "
+                 "with the exact McNemar p-value")
+
+
+def _vs_base(rows: list[dict]) -> list[str]:
+    """Each row's paired comparison with the first row (the base), from the two greedy evals."""
+    from mcts_cot.evaluate import paired_comparison
+
+    cells = ["-"]
+    for row in rows[1:]:
+        c = paired_comparison(rows[0]["greedy_dir"], row["greedy_dir"])
+        cells.append(f"+{c['won']} −{c['lost']} (p {c['p_value']:.2f})")
+    return cells
 
 
 def markdown_table(table: Table) -> str:
@@ -546,13 +563,13 @@ def run_ladder(run_dir: str | Path, out: str | Path, cfg: LadderConfig, console:
 
 def ladder_table(rows: list[dict]) -> Table:
     table = Table(title="ablation ladder (Marco-o1 Table 5): accuracy (no-answer %)")
-    for col in ("row", "data", "accuracy (no answer)", "mean tokens", "reflection / resp"):
+    for col in ("row", "data", "accuracy (no answer)", "mean tokens", "reflection / resp", VS_BASE):
         table.add_column(col, justify="left" if col in ("row", "data") else "right")
-    for r in rows:
+    for r, vs in zip(rows, _vs_base(rows), strict=True):
         g = r["greedy"]
         table.add_row(r["name"], r.get("data", "-"), f"{g['accuracy']:.1%} ({g['no_answer_rate']:.1%})",
-                      f"{g['mean_generated_tokens']:.1f}", f"{g['reflection_per_response']['total']:.3f}")
-    table.caption = "each row: <out>/<n>-<row>/model and /eval-greedy"
+                      f"{g['mean_generated_tokens']:.1f}", f"{g['reflection_per_response']['total']:.3f}", vs)
+    table.caption = f"each row: <out>/<n>-<row>/model and /eval-greedy; {VS_BASE}: {VS_BASE_MEANS}"
     return table
 
 

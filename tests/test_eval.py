@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from mcts_cot.config import load_config
-from mcts_cot.evaluate import EvalConfig, majority_correct, pass_at_k, reflection_counts, run_eval
+from mcts_cot.evaluate import EvalConfig, majority_correct, paired_comparison, pass_at_k, reflection_counts, run_eval
 from mcts_cot.problems import arithmetic_problems
 
 PROBLEMS = arithmetic_problems(3, "test")
@@ -50,6 +50,22 @@ def test_pass_at_k_and_majority():
     assert majority_correct(s, 4) and not majority_correct(s, 1)
     assert not majority_correct(s[:2], 2)  # a tie goes to the first answer seen: 7
     assert not majority_correct([{"answer": None, "verdict": "no_answer"}], 1)
+
+
+def _greedy_eval(path: Path, solved: set[str], ids: str) -> Path:
+    path.mkdir()
+    (path / "samples.jsonl").write_text("".join(json.dumps({"id": i, "correct": int(i in solved)}) + "\n" for i in ids))
+    return path
+
+
+def test_paired_comparison_counts_discordant_problems_and_exact_mcnemar(tmp_path):
+    base = _greedy_eval(tmp_path / "base", {"a", "b"}, "abcdefgh")
+    one_each_way = paired_comparison(base, _greedy_eval(tmp_path / "x", {"b", "c", "d"}, "abcdefgh"))
+    assert one_each_way == {"problems": 8, "won": 2, "lost": 1, "p_value": 1.0}  # 2 * (1 + 3) / 2**3, capped
+    six_up = paired_comparison(base, _greedy_eval(tmp_path / "y", {"a", "b", "c", "d", "e", "f", "g", "h"}, "abcdefgh"))
+    assert (six_up["won"], six_up["lost"]) == (6, 0) and six_up["p_value"] == pytest.approx(2 / 2**6)
+    only_shared = paired_comparison(base, _greedy_eval(tmp_path / "z", {"c"}, "cz"))  # a, b missing: not compared
+    assert only_shared == {"problems": 1, "won": 1, "lost": 0, "p_value": 1.0}
 
 
 def test_reflection_counts_are_case_insensitive_whole_words():

@@ -75,6 +75,7 @@ def test_every_stage_writes_and_feeds_the_next(looped, tiny_model_dir):
     cfg, results = looped
     root = Path(cfg.out)
     assert (root / "config.yaml").is_file() and (root / "results.md").is_file()
+    assert "vs base (+/−, p)" in (root / "results.md").read_text()
     for k in (1, 2):
         rd = root / f"round-{k}"
         assert (rd / "search" / "trees.jsonl").stat().st_size > 0
