@@ -14,7 +14,14 @@ from typer.testing import CliRunner
 
 from cli import app
 from mcts_cot.config import load_config
-from mcts_cot.evaluate import EvalConfig, majority_correct, paired_comparison, pass_at_k, reflection_counts, run_eval
+from mcts_cot.evaluate import (
+    EvalConfig,
+    majority_correct,
+    paired_comparison,
+    pass_at_k,
+    reflection_counts,
+    run_eval,
+)
 from mcts_cot.problems import arithmetic_problems
 
 PROBLEMS = arithmetic_problems(3, "test")
