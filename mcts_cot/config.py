@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import math
+import operator
 import types
 import typing
 from pathlib import Path
@@ -25,11 +27,19 @@ from mcts_cot.errors import UserError
 T = TypeVar("T")
 
 
-def option(default: Any, help: str) -> Any:
-    """A dataclass field with a help text (shown by `mcts-cot ... --help-config`)."""
+def option(default: Any, help: str, *, ge: float | None = None, gt: float | None = None,
+           le: float | None = None, lt: float | None = None) -> Any:
+    """A dataclass field with a help text (shown by `mcts-cot config`) and, for a number, its range.
+
+    The bounds (>= ge, > gt, <= le, < lt) are checked wherever a value is set (`_check_range`), so a
+    nonsensical number stops at the command line, naming the key, instead of deep inside a run (a
+    `concurrent_trees` of 0 used to busy-loop forever).
+    """
+    bounds = {name: bound for name, bound in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if bound is not None}
+    metadata = {"help": help, "range": bounds} if bounds else {"help": help}
     if isinstance(default, list | dict):
-        return dataclasses.field(default_factory=lambda d=default: _copy(d), metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
+        return dataclasses.field(default_factory=lambda d=default: _copy(d), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def section(cls: type, help: str) -> Any:
@@ -102,7 +112,7 @@ def _build(cls: type[T], data: dict[str, Any], where: str, prefix: str) -> T:
                 raise UserError(f"{where}: key '{prefix + f.name}' is a section; give it a mapping")
             kwargs[f.name] = _build(hints[f.name], value, where, prefix + f.name + ".")
         else:
-            kwargs[f.name] = _coerce(value, hints[f.name], where, prefix + f.name)
+            kwargs[f.name] = _check_range(f, _coerce(value, hints[f.name], where, prefix + f.name), where, prefix + f.name)
     return cls(**kwargs)
 
 
@@ -128,7 +138,8 @@ def set_value(cfg: Any, dotted: str, value: Any, where: str) -> None:
                     raise UserError(f"{where}: key '{dotted}' is a section; set one of its keys")
                 value = _build(hint, value, where, dotted + ".")
             else:
-                value = _coerce(value, hint, where, dotted)
+                field = next(f for f in dataclasses.fields(obj) if f.name == part)
+                value = _check_range(field, _coerce(value, hint, where, dotted), where, dotted)
             setattr(obj, part, value)
             return
         if not dataclasses.is_dataclass(hint):
@@ -186,6 +197,22 @@ def _coerce(value: Any, hint: Any, where: str, key: str) -> Any:
         if isinstance(value, dict):
             return dict(value)
     raise UserError(f"{where}: key '{key}' expects {_type_name(hint)}, got {value!r}")
+
+
+_BOUNDS = {"ge": (">=", operator.ge), "gt": (">", operator.gt), "le": ("<=", operator.le), "lt": ("<", operator.lt)}
+
+
+def _check_range(f: dataclasses.Field, value: Any, where: str, key: str) -> Any:
+    """`value` if it is a finite number within the field's declared range (or not a number at all)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{where}: key '{key}' must be a finite number, got {value!r}")
+    for name, bound in f.metadata.get("range", {}).items():
+        symbol, holds = _BOUNDS[name]
+        if not holds(value, bound):
+            raise UserError(f"{where}: key '{key}' must be {symbol} {bound:g}, got {value!r}")
+    return value
 
 
 def _type_name(hint: Any) -> str:
@@ -252,24 +279,24 @@ class BackendConfig:
     """The generation engine behind the one `Backend` interface."""
 
     name: typing.Literal["vllm", "hf", "scripted"] = option("vllm", "vllm (fast, prefix caching), hf (transformers generate) or scripted (deterministic fake, for dry runs and tests).")
-    seed: int = option(0, "Sampling seed; equal seeds give equal samples on the same backend and machine.")
-    gpu_memory_utilization: float = option(0.3, "vLLM memory fraction (on CPU: the fraction of RAM it reserves for the KV cache).")
-    tensor_parallel_size: int = option(1, "vLLM tensor parallel size (GPUs per model).")
-    max_model_len: int = option(4096, "Longest prompt + generation the engine accepts, in tokens.")
+    seed: int = option(0, "Sampling seed; equal seeds give equal samples on the same backend and machine.", ge=0)
+    gpu_memory_utilization: float = option(0.3, "vLLM memory fraction (on CPU: the fraction of RAM it reserves for the KV cache).", gt=0, le=1)
+    tensor_parallel_size: int = option(1, "vLLM tensor parallel size (GPUs per model).", ge=1)
+    max_model_len: int = option(4096, "Longest prompt + generation the engine accepts, in tokens.", ge=1)
     enable_prefix_caching: bool = option(True, "vLLM automatic prefix caching (the search shares long prefixes).")
-    block_size: int | None = option(None, "vLLM KV-cache block size in tokens; null = 32 on CPU, vLLM's own default on GPU. Only whole blocks are reused from the prefix cache, so vLLM-CPU's default of 128 recomputes up to 127 tokens of every prompt (for each of a request's n samples).")
+    block_size: int | None = option(None, "vLLM KV-cache block size in tokens; null = 32 on CPU, vLLM's own default on GPU. Only whole blocks are reused from the prefix cache, so vLLM-CPU's default of 128 recomputes up to 127 tokens of every prompt (for each of a request's n samples).", ge=1)
     engine_kwargs: dict = option({}, "Extra keyword arguments for vllm.LLM, e.g. {enforce_eager: true}.")
-    batch_size: int = option(16, "hf backend: prompts per generate call.")
+    batch_size: int = option(16, "hf backend: prompts per generate call.", ge=1)
 
 
 @dataclasses.dataclass
 class SamplingConfig:
     """How each answer is sampled."""
 
-    n: int = option(1, "Samples per problem.")
-    temperature: float = option(0.0, "0 = greedy.")
-    top_p: float = option(1.0, "Nucleus sampling mass.")
-    max_tokens: int = option(512, "Most generated tokens per sample.")
+    n: int = option(1, "Samples per problem.", ge=1)
+    temperature: float = option(0.0, "0 = greedy.", ge=0)
+    top_p: float = option(1.0, "Nucleus sampling mass.", gt=0, le=1)
+    max_tokens: int = option(512, "Most generated tokens per sample.", ge=1)
 
 
 @dataclasses.dataclass
@@ -296,19 +323,19 @@ class ProblemsConfig:
 
     source: str = option("builtin:arithmetic:100", "builtin:arithmetic[:N], a .jsonl/.json/.parquet file, or a saved datasets folder.")
     split: typing.Literal["train", "test"] = option("test", "builtin only: train and test problems never overlap.")
-    difficulty: int = option(2, "builtin only: the most arithmetic steps per problem (1 to 3).")
-    seed: int = option(0, "builtin only: generator seed.")
+    difficulty: int = option(2, "builtin only: the most arithmetic steps per problem (1 to 3).", ge=1, le=3)
+    seed: int = option(0, "builtin only: generator seed.", ge=0)
     id_field: str = option("id", "Field holding the problem id (row number when absent).")
     problem_field: str = option("problem", "Field holding the problem text.")
     answer_field: str = option("answer", "Field holding the gold answer.")
     skip_bad_rows: bool = option(False, "Skip rows without a usable answer (counted and reported) instead of failing.")
-    limit: typing.Optional[int] = option(None, "Use only the first N problems.")  # noqa: UP045
+    limit: typing.Optional[int] = option(None, "Use only the first N problems.", ge=1)  # noqa: UP045
 
 
 @dataclasses.dataclass
 class VerifyConfig:
     """The math-verify worker pool."""
 
-    workers: int = option(2, "Worker processes.")
-    timeout_s: float = option(5.0, "Seconds before a verification is killed and called unverifiable.")
-    memory_mb: int = option(2048, "Address-space limit of each worker, in MiB.")
+    workers: int = option(2, "Worker processes.", ge=1)
+    timeout_s: float = option(5.0, "Seconds before a verification is killed and called unverifiable.", gt=0)
+    memory_mb: int = option(2048, "Address-space limit of each worker, in MiB.", ge=1)

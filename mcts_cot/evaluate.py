@@ -51,8 +51,8 @@ class EvalConfig:
     verify: VerifyConfig = section(VerifyConfig, "The math-verify worker pool.")
     sampling: SamplingConfig = section(SamplingConfig, "Samples per problem and how they are drawn.")
     stop: list[str] = option([], "Stop strings; none by default, so every sample is a full answer.")
-    k: Optional[int] = option(None, "k of pass@k and maj@k; default sampling.n.")  # noqa: UP045
-    chunk: int = option(64, "Problems per backend call (the progress bar moves once per chunk).")
+    k: Optional[int] = option(None, "k of pass@k and maj@k; default sampling.n.", ge=1)  # noqa: UP045
+    chunk: int = option(64, "Problems per backend call (the progress bar moves once per chunk).", ge=1)
     out: str = option("runs/eval", "Output directory (the --out flag overrides it).")
 
 
@@ -128,8 +128,6 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path | None = None, script=None,
     k = cfg.k or cfg.sampling.n
     if not 1 <= k <= cfg.sampling.n:
         raise UserError(f"k: pass@k needs 1 <= k <= sampling.n ({cfg.sampling.n}), got {k}")
-    if cfg.chunk < 1:
-        raise UserError(f"chunk: must be at least 1, got {cfg.chunk}")
     problems, load_report = load_problems(cfg.problems)
     if not problems:
         raise UserError(f"{cfg.problems.source}: no problems to evaluate")

@@ -40,9 +40,9 @@ class ExportConfig:
     step: StepPairs = section(StepPairs, "step strategy: best vs worst sibling by Q.")
     length: LengthPairs = section(LengthPairs, "length strategy: short vs long correct path.")
     rejected_verdicts: list[Literal["wrong", "no_answer"]] = option(["wrong", "no_answer"], "Verdicts of terminals that may be rejected. Unverifiable ends are never used on either side.")
-    max_pairs_per_problem: int | None = option(None, "Most pairs per problem over all strategies (null = no cap).")
-    val_fraction: float = option(0.1, "Share of problems (not rows) in the validation split.")
-    seed: int = option(0, "Seed of the train / validation split.")
+    max_pairs_per_problem: int | None = option(None, "Most pairs per problem over all strategies (null = no cap).", ge=0)
+    val_fraction: float = option(0.1, "Share of problems (not rows) in the validation split.", ge=0, lt=1)
+    seed: int = option(0, "Seed of the train / validation split.", ge=0)
 
 
 @dataclass
@@ -115,8 +115,6 @@ def validation_ids(problem_ids: list[str], fraction: float, seed: int) -> set[st
 def build(cfg: ExportConfig, run_dirs: list[Path],
           progress: Callable[[int, int], None] | None = None) -> Export:
     """Cut SFT rows and pairs from every tree and count what each rule kept and dropped."""
-    if not 0 <= cfg.val_fraction < 1:
-        raise UserError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}")
     start = time.perf_counter()
     trees, sources = load_trees(run_dirs)
     val = validation_ids([str(t.problem["id"]) for t, _ in trees], cfg.val_fraction, cfg.seed)

@@ -71,12 +71,12 @@ class LoopConfig:
     model: str = option("smollm2-135m", "The base model: alias, HF id or folder.")
     backend: Literal["vllm", "hf", "scripted"] = option("vllm", "Generation engine of search and eval.")
     out: str = option("runs/demo", "Output dir: base/, round-<k>/, results.json, results.md.")
-    rounds: int = option(1, "Rounds; round k searches with the model trained in round k-1 and trains from it.")
-    scale: float = option(1.0, "Multiplies train_problems, test_problems and sampled_test_problems.")
-    train_problems: int = option(60, "Built-in arithmetic TRAIN problems searched per round (builtin:arithmetic:N, split train).")
+    rounds: int = option(1, "Rounds; round k searches with the model trained in round k-1 and trains from it.", ge=1)
+    scale: float = option(1.0, "Multiplies train_problems, test_problems and sampled_test_problems.", gt=0)
+    train_problems: int = option(60, "Built-in arithmetic TRAIN problems searched per round (builtin:arithmetic:N, split train).", ge=1)
     fresh_problems: bool = option(True, "Round k searches a new train set (generator seed k-1) instead of the same problems again.")
-    test_problems: int = option(100, "Built-in arithmetic TEST problems of the greedy eval (split test: never a train problem).")
-    sampled_test_problems: int = option(50, "Test problems of the sampled eval (pass@k); 0 skips it.")
+    test_problems: int = option(100, "Built-in arithmetic TEST problems of the greedy eval (split test: never a train problem).", ge=1)
+    sampled_test_problems: int = option(50, "Test problems of the sampled eval (pass@k); 0 skips it.", ge=0)
     search: Stage = section(lambda: Stage(set={
         "budget.success_correct": 4, "budget.min_rollouts": 8, "budget.success_correct_after_min": 2,
         "budget.max_rollouts": 16, "policy.max_path_tokens": 384, "policy.max_depth": 8}),
@@ -94,7 +94,7 @@ class LoopConfig:
     sampled_eval: Stage = section(lambda: Stage(set={
         "sampling.n": 8, "sampling.temperature": 0.7, "sampling.top_p": 1.0, "k": 8, "chunk": 16}),
         "The sampled eval that gives pass@k (EvalConfig).")
-    seed: int = option(0, "Seed of every stage (search, backend, export split, training).")
+    seed: int = option(0, "Seed of every stage (search, backend, export split, training).", ge=0)
 
 
 STAGES = ("search", "export", "train", "eval", "sampled_eval")
@@ -325,8 +325,6 @@ def run_loop(cfg: LoopConfig, console: Console | None = None, script=None) -> di
     from mcts_cot.search import SearchConfig
     from trainers.config import TrainConfig
 
-    if cfg.rounds < 1:
-        raise UserError(f"rounds must be at least 1, got {cfg.rounds}")
     console = console or Console(stderr=True)
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
@@ -474,7 +472,7 @@ class LadderConfig:
 
     model: str | None = option(None, "The base model (default: the run dir's model).")
     backend: Literal["vllm", "hf", "scripted"] = option("vllm", "Generation engine of the evals.")
-    test_problems: int = option(100, "Built-in arithmetic TEST problems of each row's greedy eval.")
+    test_problems: int = option(100, "Built-in arithmetic TEST problems of each row's greedy eval.", ge=1)
     eval: Stage = section(Stage, "The greedy eval (EvalConfig).")
     exports: dict = option({
         "unbalanced": {"path.chosen": "longest"},
@@ -496,7 +494,7 @@ class LadderConfig:
         {"name": "+ Masking", "train": "configs/train/ladder/6_masking.yaml", "data": "balanced", "init": "SFT"},
     ], "Rows: {name, train (TrainConfig YAML or null), set ({key: value}), data (an `exports` key), init (base or a row name)}.")
     eval_base: bool = option(True, "Also evaluate the base model (a reference row above SFT).")
-    seed: int = option(0, "Seed of export splits, training and eval.")
+    seed: int = option(0, "Seed of export splits, training and eval.", ge=0)
 
 
 _ROW_KEYS = {"name", "train", "set", "data", "init"}
@@ -594,14 +592,14 @@ class BestOfNConfig:
     prompt: PromptConfig = section(PromptConfig, "Chat prompt (the same as the search's).")
     problems: ProblemsConfig = section(lambda: ProblemsConfig(split="train"), "Problems to sample.")
     verify: VerifyConfig = section(VerifyConfig, "Answer verification pool.")
-    n: int | None = option(None, "Samples per problem (null: sample until max_total_tokens).")
-    max_total_tokens: int | None = option(None, "Token budget of the whole run when n is null (e.g. an MCTS run's generated tokens).")
-    wave: int = option(2, "Samples per problem per generate call when sampling to a token budget.")
-    max_n: int = option(256, "Most samples per problem when sampling to a token budget.")
-    temperature: float = option(0.7, "Sampling temperature (the search's).")
-    top_p: float = option(0.9, "Nucleus mass (the search's).")
-    max_tokens: int = option(384, "Most tokens per sample (the search's policy.max_path_tokens).")
-    seed: int = option(0, "Seed of every sampling request.")
+    n: int | None = option(None, "Samples per problem (null: sample until max_total_tokens).", ge=1)
+    max_total_tokens: int | None = option(None, "Token budget of the whole run when n is null (e.g. an MCTS run's generated tokens).", ge=1)
+    wave: int = option(2, "Samples per problem per generate call when sampling to a token budget.", ge=1)
+    max_n: int = option(256, "Most samples per problem when sampling to a token budget.", ge=1)
+    temperature: float = option(0.7, "Sampling temperature (the search's).", ge=0)
+    top_p: float = option(0.9, "Nucleus mass (the search's).", gt=0, le=1)
+    max_tokens: int = option(384, "Most tokens per sample (the search's policy.max_path_tokens).", ge=1)
+    seed: int = option(0, "Seed of every sampling request.", ge=0)
     out: str = option("runs/best-of-n", "Run dir (--out).")
 
 
@@ -685,18 +683,18 @@ class CompareConfig:
     """`mcts-cot compare-bon RUN_DIR`: best-of-N at the MCTS run's generated tokens on the same problems, solve
     rates, and (unless `train_models` is false) a model trained on each one's data, evaluated greedy."""
 
-    wave: int = option(2, "Best-of-N samples per problem per generate call.")
-    token_factor: float = option(1.0, "Best-of-N token budget = this × the MCTS run's generated tokens.")
+    wave: int = option(2, "Best-of-N samples per problem per generate call.", ge=1)
+    token_factor: float = option(1.0, "Best-of-N token budget = this × the MCTS run's generated tokens.", gt=0)
     train_models: bool = option(True, "Also export, train and evaluate a model on each one's data.")
     backend: Literal["vllm", "hf", "scripted"] | None = option(None, "Generation engine (default: the run's).")
-    test_problems: int = option(100, "Built-in arithmetic TEST problems of the greedy evals.")
+    test_problems: int = option(100, "Built-in arithmetic TEST problems of the greedy evals.", ge=1)
     export: Stage = section(lambda: Stage(set={
         "sft.select": ["longest"], "sft.max_per_problem": 1,
         "path.chosen": "shortest", "path.rejected_per_chosen": 2, "path.max_per_problem": 2}),
         "The export applied to both run dirs (the same rules for MCTS and best-of-N).")
     train: Stage = section(lambda: Stage(set=dict(LoopConfig().train.set)), "The training applied to both (the demo's joint recipe).")
     eval: Stage = section(Stage, "The greedy eval (EvalConfig).")
-    seed: int = option(0, "Seed.")
+    seed: int = option(0, "Seed.", ge=0)
 
 
 def run_compare(run_dir: str | Path, out: str | Path, cfg: CompareConfig, console: Console | None = None,

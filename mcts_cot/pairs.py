@@ -27,8 +27,8 @@ class SftPaths:
     keep chosen ranks. Short and long are relative to the problem, never a fixed token threshold."""
 
     select: list[Rank] = option(["longest"], "Ranks to keep: any of shortest, medium, longest (the paper uses the longest for SFT). [] = no SFT rows.")
-    per_rank: int = option(1, "Paths taken at each selected rank (e.g. 2 with longest = the two longest).")
-    max_per_problem: int | None = option(None, "Most SFT rows per problem (null = no cap), taken in `select` order.")
+    per_rank: int = option(1, "Paths taken at each selected rank (e.g. 2 with longest = the two longest).", ge=1)
+    max_per_problem: int | None = option(None, "Most SFT rows per problem (null = no cap), taken in `select` order.", ge=0)
 
 
 @dataclass
@@ -36,19 +36,19 @@ class PathPairs:
     """The paper's pairs (Marco-o1 §1.9): a correct path against the wrong path sharing the shortest prefix with it."""
 
     chosen: Literal["shortest", "longest", "all"] = option("shortest", "Which correct paths are chosen: the shortest (the paper, for DPO), the longest, or all (shortest first, up to max_chosen).")
-    max_chosen: int = option(4, "With chosen=all: most correct paths used per problem.")
-    rejected_per_chosen: int = option(1, "Rejected paths per chosen path, fewest shared prefix tokens first.")
-    max_per_problem: int | None = option(4, "Most path pairs per problem (null = no cap).")
+    max_chosen: int = option(4, "With chosen=all: most correct paths used per problem.", ge=1)
+    rejected_per_chosen: int = option(1, "Rejected paths per chosen path, fewest shared prefix tokens first.", ge=1)
+    max_per_problem: int | None = option(4, "Most path pairs per problem (null = no cap).", ge=0)
 
 
 @dataclass
 class StepPairs:
     """MCTS-DPO / Step-DPO pairs: at a node whose children's Q differ by a margin, the best child against the worst."""
 
-    margin: float = option(0.3, "Least Q difference between the best and the worst child (Q = mean reward, 0..1 with the default rewards).")
-    min_visits: int = option(2, "Children visited fewer times are not compared (their Q is too noisy).")
+    margin: float = option(0.3, "Least Q difference between the best and the worst child (Q = mean reward, 0..1 with the default rewards).", ge=0)
+    min_visits: int = option(2, "Children visited fewer times are not compared (their Q is too noisy).", ge=1)
     completion: Literal["step", "continuation"] = option("step", "step: each suffix is the one divergent step (Step-DPO). continuation: the step plus a continuation down to a terminal — the chosen side follows children leading to a correct answer (then highest Q), the rejected side children leading to a rejected end (then lowest Q).")
-    max_per_problem: int | None = option(8, "Most step pairs per problem (null = no cap), largest Q gap first (MCTS-DPO keeps up to 8).")
+    max_per_problem: int | None = option(8, "Most step pairs per problem (null = no cap), largest Q gap first (MCTS-DPO keeps up to 8).", ge=0)
 
 
 @dataclass
@@ -57,8 +57,8 @@ class LengthPairs:
     shortest against the i-th longest correct path of a problem."""
 
     prefer: Literal["short", "long"] = option("short", "Which path of a pair is chosen: the short one or the long one.")
-    min_ratio: float = option(1.5, "Least token-length ratio long / short of the two full paths.")
-    max_per_problem: int | None = option(2, "Most length pairs per problem (null = no cap).")
+    min_ratio: float = option(1.5, "Least token-length ratio long / short of the two full paths.", ge=1)
+    max_per_problem: int | None = option(2, "Most length pairs per problem (null = no cap).", ge=0)
 
 
 @dataclass

@@ -40,21 +40,21 @@ class SelectionConfig:
     """Which leaf a tree expands next."""
 
     rule: Literal["uct", "puct"] = option("uct", "uct: Q + c·sqrt(2 ln N_parent / N) (the paper's code); puct: Q + c·prior·sqrt(N_parent)/(1+N) with a length-normalised prior (MCTS-DPO).")
-    c: float = option(1.414, "Exploration constant (1.414 reproduces the paper's code; MCTS-DPO's PUCT uses 1.0).")
-    length_penalty: float = option(1.25, "puct: prior = softmax over siblings of logprob / tokens^length_penalty.")
-    leaves_per_tree: int = option(1, "Leaves a tree expands per wave; more than 1 uses virtual loss to spread them.")
+    c: float = option(1.414, "Exploration constant (1.414 reproduces the paper's code; MCTS-DPO's PUCT uses 1.0).", ge=0)
+    length_penalty: float = option(1.25, "puct: prior = softmax over siblings of logprob / tokens^length_penalty.", ge=0)
+    leaves_per_tree: int = option(1, "Leaves a tree expands per wave; more than 1 uses virtual loss to spread them.", ge=1)
 
 
 @dataclass
 class BudgetConfig:
     """When a tree stops (the paper's rule, all numbers configurable) and global limits."""
 
-    success_correct: int = option(8, "Success once this many distinct correct leaves exist.")
-    min_rollouts: int = option(32, "... or once more than this many rollouts ...")
-    success_correct_after_min: int = option(4, "... have found at least this many correct leaves.")
-    max_rollouts: int = option(128, "Give up after this many rollouts (a rollout = one terminal backed up).")
-    max_total_tokens: int | None = option(None, "Stop the whole run after this many generated tokens (live trees are written as stopped).")
-    max_wall_s: float | None = option(None, "Stop the whole run after this many seconds (live trees are written as stopped).")
+    success_correct: int = option(8, "Success once this many distinct correct leaves exist.", ge=1)
+    min_rollouts: int = option(32, "... or once more than this many rollouts ...", ge=0)
+    success_correct_after_min: int = option(4, "... have found at least this many correct leaves.", ge=1)
+    max_rollouts: int = option(128, "Give up after this many rollouts (a rollout = one terminal backed up).", ge=1)
+    max_total_tokens: int | None = option(None, "Stop the whole run after this many generated tokens (live trees are written as stopped).", ge=1)
+    max_wall_s: float | None = option(None, "Stop the whole run after this many seconds (live trees are written as stopped).", gt=0)
 
 
 @dataclass
@@ -81,12 +81,12 @@ class SearchConfig:
     selection: SelectionConfig = section(SelectionConfig, "Leaf selection.")
     budget: BudgetConfig = section(BudgetConfig, "Per-tree and global budgets.")
     reward: RewardConfig = section(RewardConfig, "Rewards.")
-    temperature: float = option(0.7, "Sampling temperature of expansions (the paper: 0.7).")
-    top_p: float = option(0.9, "Nucleus mass of expansions (the paper: 0.9).")
+    temperature: float = option(0.7, "Sampling temperature of expansions (the paper: 0.7).", ge=0)
+    top_p: float = option(0.9, "Nucleus mass of expansions (the paper: 0.9).", gt=0, le=1)
     rollout: Literal["none", "sample", "greedy"] = option("none", "From each new non-terminal node, also generate straight to an answer (kept as a real node), or not.")
-    rollout_max_tokens: int = option(512, "Most tokens of one rollout.")
-    concurrent_trees: int = option(64, "Trees grown at once; their requests share one backend call per wave.")
-    seed: int = option(0, "Seed of selection tie-breaks and of every sampling request.")
+    rollout_max_tokens: int = option(512, "Most tokens of one rollout.", ge=1)
+    concurrent_trees: int = option(64, "Trees grown at once; their requests share one backend call per wave.", ge=1)
+    seed: int = option(0, "Seed of selection tie-breaks and of every sampling request.", ge=0)
     out: str = option("runs/search", "Run dir (--out).")
 
 

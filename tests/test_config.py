@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Optional
 
 import pytest
@@ -128,3 +129,80 @@ def test_exponent_without_a_dot_is_a_float():
 
     cfg = load_config(EvalConfig, None, ["sampling.temperature=1e-1"])
     assert cfg.sampling.temperature == 0.1
+
+
+# ------------------------------------------------------------------------------------- value ranges
+
+
+def _command_configs() -> list[type]:
+    from mcts_cot.export import ExportConfig
+    from mcts_cot.loop import BestOfNConfig, CompareConfig, LadderConfig, LoopConfig
+    from mcts_cot.search import SearchConfig
+    from trainers.config import TrainConfig
+
+    return [SearchConfig, ExportConfig, TrainConfig, EvalConfig, LoopConfig, LadderConfig, BestOfNConfig, CompareConfig]
+
+
+def _numeric_fields(cls: type, prefix: str = ""):
+    """(dotted key, field, value type) of every int or float leaf, optional ones included."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            yield from _numeric_fields(hint, prefix + f.name + ".")
+            continue
+        args = set(typing.get_args(hint)) or {hint}
+        if args & {int, float}:
+            yield prefix + f.name, f, args
+
+
+@pytest.mark.parametrize("cls_name, item, key, bound", [
+    ("search", "concurrent_trees=0", "concurrent_trees", ">= 1"),  # was a busy loop at 72% CPU, forever
+    ("search", "budget.max_rollouts=-1", "budget.max_rollouts", ">= 1"),
+    ("search", "problems.limit=-1", "problems.limit", ">= 1"),
+    ("search", "temperature=-1", "temperature", ">= 0"),
+    ("search", "policy.children=0", "policy.children", ">= 1"),
+    ("eval", "sampling.top_p=1.5", "sampling.top_p", "<= 1"),
+    ("eval", "verify.timeout_s=0", "verify.timeout_s", "> 0"),
+    ("eval", "sampling.temperature=.nan", "sampling.temperature", "a finite number"),
+    ("train", "learning_rate=-1e-5", "learning_rate", ">= 0"),
+    ("train", "epsilon=0.7", "epsilon", "< 0.5"),
+    ("export", "val_fraction=1", "val_fraction", "< 1"),
+])
+def test_out_of_range_value_names_the_key_and_the_bound(cls_name, item, key, bound):
+    cls = {c.__name__.removesuffix("Config").lower(): c for c in _command_configs()}[cls_name]
+    with pytest.raises(UserError, match=rf"--set: key '{key}' must be {bound}, got "):
+        load_config(cls, None, [item])
+
+
+def test_out_of_range_in_yaml_names_the_file_and_key(tmp_path):
+    from mcts_cot.search import SearchConfig
+
+    with pytest.raises(UserError, match=r"c.yaml: key 'budget.max_rollouts' must be >= 1, got -1"):
+        load_config(SearchConfig, _yaml(tmp_path, {"budget": {"max_rollouts": -1}}))
+
+
+def test_every_numeric_key_has_a_range_its_default_meets():
+    unbounded = {"reward.correct", "reward.wrong", "reward.no_answer"}  # any finite reward is meaningful
+    for cls in _command_configs():
+        default = cls()
+        for key, f, _ in _numeric_fields(cls):
+            assert key in unbounded or f.metadata.get("range"), f"{cls.__name__}.{key} has no range"
+            value = default
+            for part in key.split("."):
+                value = getattr(value, part)
+            load_config(cls, None, [f"{key}={value if value is not None else 'null'}"])  # the default is valid
+
+
+@pytest.mark.parametrize("path", sorted(p for d in ("search", "export", "train", "eval")
+                                         for p in (Path(__file__).resolve().parents[1] / "configs" / d).rglob("*.yaml")),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_config_is_in_range(path):
+    from mcts_cot.export import ExportConfig
+    from mcts_cot.search import SearchConfig
+    from trainers.config import TrainConfig
+
+    cls = {"search": SearchConfig, "export": ExportConfig, "eval": EvalConfig}.get(path.parent.name, TrainConfig)
+    load_config(cls, path)

@@ -200,6 +200,6 @@ def test_demo_recipe_is_the_default_and_stage_overrides_parse():
 
 def test_bad_recipe_values_are_one_line_errors(tmp_path):
     res = CliRunner().invoke(app, ["loop", "--set", "rounds=0", "--out", str(tmp_path)])
-    assert res.exit_code == 2 and "rounds must be at least 1" in res.output
+    assert res.exit_code == 2 and "key 'rounds' must be >= 1, got 0" in res.output
     res = CliRunner().invoke(app, ["loop", "--set", "search.budget.max_rolouts=3", "--out", str(tmp_path), "--backend", "scripted"])
     assert res.exit_code == 2 and "max_rolouts" in res.output

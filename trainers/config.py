@@ -23,9 +23,9 @@ class LoraConfig:
     """Low-rank adapters through peft. Off by default: the embedded model is small enough to train fully."""
 
     enabled: bool = option(False, "Train LoRA adapters instead of all weights.")
-    rank: int = option(16, "Adapter rank r.")
-    alpha: int = option(32, "Adapter scaling alpha (the update is scaled by alpha / rank).")
-    dropout: float = option(0.05, "Dropout on the adapter input.")
+    rank: int = option(16, "Adapter rank r.", ge=1)
+    alpha: int = option(32, "Adapter scaling alpha (the update is scaled by alpha / rank).", ge=1)
+    dropout: float = option(0.05, "Dropout on the adapter input.", ge=0, lt=1)
     target_modules: list = option(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
                                   "Module names that get adapters ('all-linear' as the only item: every linear layer).")
     merge: bool = option(True, "Save a merged full model at the end (loadable without peft); false saves the adapter only.")
@@ -40,33 +40,33 @@ class TrainConfig:
         metadata={"help": "The model to train; an empty name means the data's `model` column."})
     data: str = option("", "Data dir written by `mcts-cot export-pairs` (pairs.jsonl, pairs_val.jsonl, sft.jsonl, sft_val.jsonl).")
     objective: Objective = option("cdpo", "dpo (sigmoid), cdpo (label-smoothed DPO), simpo (reference-free, length-normalised) or sft (NLL on sft.jsonl).")
-    beta: float = option(0.1, "DPO/cDPO temperature β; for simpo the reward scale β (SimPO uses ~2.0).")
-    epsilon: typing.Union[float, str] = option(0.1, "cDPO/SimPO label smoothing ε: a float, or 'pairs' to read each pair's exported `epsilon` column (MCTS-DPO's visit confidence; it is 0.5, i.e. no preference signal, wherever both sides have equal visits). dpo always uses 0.")  # noqa: UP007
-    alpha: float = option(1.0, "Weight of the NLL term on the chosen response (joint objective; 0 turns it off). Ignored by sft.")
+    beta: float = option(0.1, "DPO/cDPO temperature β; for simpo the reward scale β (SimPO uses ~2.0).", gt=0)
+    epsilon: typing.Union[float, str] = option(0.1, "cDPO/SimPO label smoothing ε: a float, or 'pairs' to read each pair's exported `epsilon` column (MCTS-DPO's visit confidence; it is 0.5, i.e. no preference signal, wherever both sides have equal visits). dpo always uses 0.", ge=0, lt=0.5)  # noqa: UP007
+    alpha: float = option(1.0, "Weight of the NLL term on the chosen response (joint objective; 0 turns it off). Ignored by sft.", ge=0)
     masking: bool = option(True, "Shared-prefix masking: prompt + shared reasoning prefix are context only and log-probs sum over the divergent suffix. false: the shared prefix counts in both log-probs (plain response-level DPO).")
     prefix_sharing: bool = option(False, "Pack prompt + prefix, chosen and rejected suffix in ONE sequence (rejected blind to chosen): one forward instead of two. Same loss and gradients.")
-    simpo_gamma: float = option(0.5, "SimPO target reward margin γ.")
+    simpo_gamma: float = option(0.5, "SimPO target reward margin γ.", ge=0)
     reference: Reference = option("cached", "cached: reference log-probs computed once and cached in the data dir (one model in memory); live: a frozen reference forward every step; none: simpo / sft only.")
     eot_token: str = option("auto", "Token appended to complete suffixes/completions: auto = the token that closes an assistant turn in the chat template (<|im_end|>, <|eot_id|>, ...), else eos. Partial steps get nothing.")
     lora: LoraConfig = section(LoraConfig, "LoRA adapters (peft).")
 
-    learning_rate: float = option(5e-7, "Peak learning rate (AdamW).")
-    epochs: float = option(1.0, "Passes over the training file.")
-    max_steps: int = option(-1, "Stop after this many optimizer steps (-1: run all epochs).")
-    per_device_train_batch_size: int = option(4, "Pairs (or SFT rows) per device per step.")
-    per_device_eval_batch_size: int = option(8, "Pairs per device per evaluation step.")
-    gradient_accumulation_steps: int = option(1, "Micro-batches per optimizer step.")
-    max_length: int = option(2048, "Longest sequence (prompt + prefix + one suffix). Longer rows have their suffixes cut from the end (counted and reported); rows whose context alone fills it are dropped (counted).")
-    pad_to_multiple_of: typing.Optional[int] = option(None, "Pad the sequence dimension to a multiple of this (128 suits FlexAttention block masks).")  # noqa: UP045
-    warmup_ratio: float = option(0.1, "Fraction of steps with linear warmup (in [0, 1); passed as TrainingArguments.warmup_steps, which reads a float below 1 as a ratio).")
+    learning_rate: float = option(5e-7, "Peak learning rate (AdamW).", ge=0)
+    epochs: float = option(1.0, "Passes over the training file.", gt=0)
+    max_steps: int = option(-1, "Stop after this many optimizer steps (-1: run all epochs).", ge=-1)
+    per_device_train_batch_size: int = option(4, "Pairs (or SFT rows) per device per step.", ge=1)
+    per_device_eval_batch_size: int = option(8, "Pairs per device per evaluation step.", ge=1)
+    gradient_accumulation_steps: int = option(1, "Micro-batches per optimizer step.", ge=1)
+    max_length: int = option(2048, "Longest sequence (prompt + prefix + one suffix). Longer rows have their suffixes cut from the end (counted and reported); rows whose context alone fills it are dropped (counted).", ge=1)
+    pad_to_multiple_of: typing.Optional[int] = option(None, "Pad the sequence dimension to a multiple of this (128 suits FlexAttention block masks).", ge=1)  # noqa: UP045
+    warmup_ratio: float = option(0.1, "Fraction of steps with linear warmup (in [0, 1); passed as TrainingArguments.warmup_steps, which reads a float below 1 as a ratio).", ge=0, lt=1)
     lr_scheduler_type: str = option("cosine", "Scheduler name understood by transformers.")
-    weight_decay: float = option(0.0, "AdamW weight decay.")
-    max_grad_norm: float = option(1.0, "Gradient clipping norm.")
-    logging_steps: int = option(10, "Log metrics every N steps.")
-    eval_steps: typing.Optional[int] = option(None, "Evaluate on the validation file every N steps (None: at the end only).")  # noqa: UP045
-    save_steps: int = option(500, "Checkpoint every N steps (under OUT/checkpoints).")
-    save_total_limit: typing.Optional[int] = option(2, "Keep at most N checkpoints.")  # noqa: UP045
-    seed: int = option(0, "Seed for data order and initialisation.")
+    weight_decay: float = option(0.0, "AdamW weight decay.", ge=0)
+    max_grad_norm: float = option(1.0, "Gradient clipping norm.", ge=0)
+    logging_steps: int = option(10, "Log metrics every N steps.", ge=1)
+    eval_steps: typing.Optional[int] = option(None, "Evaluate on the validation file every N steps (None: at the end only).", ge=1)  # noqa: UP045
+    save_steps: int = option(500, "Checkpoint every N steps (under OUT/checkpoints).", ge=1)
+    save_total_limit: typing.Optional[int] = option(2, "Keep at most N checkpoints.", ge=1)  # noqa: UP045
+    seed: int = option(0, "Seed for data order and initialisation.", ge=0)
     bf16: bool = option(False, "bfloat16 mixed precision (autocast; master weights stay float32). GPU, or a CPU with native bf16 (avx512_bf16 / AMX), where it ran 1.5x faster.")
     attn_implementation: str = option("sdpa", "sdpa (CPU and GPU; a dense 4-D mask with prefix sharing) or flex_attention (GPU; a block-sparse mask).")
     report_to: list = option([], "Trackers: tensorboard, wandb, trackio, ... (empty: console and metrics.json only).")
@@ -82,8 +82,6 @@ class TrainConfig:
             raise UserError(f"objective {self.objective} needs a reference: set reference to cached or live")
         if isinstance(self.epsilon, str) and self.epsilon != "pairs":
             raise UserError(f"epsilon must be a float or 'pairs', got {self.epsilon!r}")
-        if isinstance(self.epsilon, float) and not 0.0 <= self.epsilon < 0.5:
-            raise UserError(f"epsilon must be in [0, 0.5), got {self.epsilon}")
 
     @property
     def uses_reference(self) -> bool:
