@@ -115,18 +115,19 @@ def export_pairs(
 @app.command()
 @user_errors
 def train(
-    data: Annotated[Path, typer.Option("--data", "-d", help="Data dir written by export-pairs.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model dir to write (HF folder + config.yaml + metrics.json).")],
+    data: Annotated[Optional[Path], typer.Option("--data", "-d", help="Data dir written by export-pairs (not used by objective grpo).")] = None,  # noqa: UP045
     config: ConfigOpt = None,
     set_: SetOpt = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model to train (default: the data's `model` column).")] = None,  # noqa: UP045
 ) -> None:
-    """Train (cDPO / DPO / SimPO, + α·NLL, or SFT) on exported pairs; writes a model folder eval and search load."""
+    """Train (cDPO / DPO / SimPO, + α·NLL, or SFT) on exported pairs, or GRPO on problems with verified rewards
+    (configs/train/grpo.yaml); writes a model folder eval and search load."""
     from mcts_cot.config import load_config
     from trainers.config import TrainConfig
     from trainers.trainer import run
 
-    cfg = load_config(TrainConfig, config, set_, **{"data": str(data), "model.name": model})
+    cfg = load_config(TrainConfig, config, set_, **{"data": str(data) if data else None, "model.name": model})
     result = run(cfg, out)
     ev = result.metrics["eval"]
     extra = f", eval loss {ev['eval_loss']:.4f}" if "eval_loss" in ev else ""

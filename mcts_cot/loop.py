@@ -86,7 +86,7 @@ class LoopConfig:
         "path.chosen": "shortest", "path.rejected_per_chosen": 2, "path.max_per_problem": 2}),
         "The export stage (ExportConfig).")
     train: Stage = section(lambda: Stage(set={
-        "objective": "cdpo", "alpha": 1.0, "masking": True, "prefix_sharing": True, "bf16": True, "epsilon": 0.1, "beta": 0.1,
+        "objective": "cdpo", "alpha": 1.0, "masking": True, "prefix_sharing": True, "bf16": "auto", "epsilon": 0.1, "beta": 0.1,
         "learning_rate": 2e-5, "epochs": 2.0, "per_device_train_batch_size": 4, "max_length": 768,
         "logging_steps": 5, "save_steps": 100000}),
         "The train stage (TrainConfig); the defaults are the paper's joint recipe (cDPO + α·NLL + masking).")
@@ -482,7 +482,7 @@ class LadderConfig:
         "sft.select": ["longest"], "sft.max_per_problem": 1, "path.rejected_per_chosen": 2, "path.max_per_problem": 2}),
         "Export settings shared by every named export.")
     train_row: Stage = section(lambda: Stage(set={
-        "prefix_sharing": True, "bf16": True, "learning_rate": 2e-5, "epochs": 2.0,
+        "prefix_sharing": True, "bf16": "auto", "learning_rate": 2e-5, "epochs": 2.0,
         "per_device_train_batch_size": 4, "max_length": 768, "logging_steps": 5, "save_steps": 100000}),
         "TrainConfig overrides applied to every row after the row's own recipe file and before its `set` (sizes, learning rate); `config` is used by rows without a file.")
     rows: list = option([

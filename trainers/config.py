@@ -58,7 +58,7 @@ class TrainConfig:
     gradient_accumulation_steps: int = option(1, "Micro-batches per optimizer step.", ge=1)
     max_length: int = option(2048, "Longest sequence (prompt + prefix + one suffix). Longer rows have their suffixes cut from the end (counted and reported); rows whose context alone fills it are dropped (counted).", ge=1)
     pad_to_multiple_of: typing.Optional[int] = option(None, "Pad the sequence dimension to a multiple of this (128 suits FlexAttention block masks).", ge=1)  # noqa: UP045
-    warmup_ratio: float = option(0.1, "Fraction of steps with linear warmup (in [0, 1); passed as TrainingArguments.warmup_steps, which reads a float below 1 as a ratio).", ge=0, lt=1)
+    warmup_ratio: float = option(0.1, "Fraction of steps with linear warmup (in [0, 1); given to transformers 4.x as warmup_ratio, to 5.x as warmup_steps, which reads a float below 1 as a ratio).", ge=0, lt=1)
     lr_scheduler_type: str = option("cosine", "Scheduler name understood by transformers.")
     weight_decay: float = option(0.0, "AdamW weight decay.", ge=0)
     max_grad_norm: float = option(1.0, "Gradient clipping norm.", ge=0)
@@ -67,7 +67,7 @@ class TrainConfig:
     save_steps: int = option(500, "Checkpoint every N steps (under OUT/checkpoints).", ge=1)
     save_total_limit: typing.Optional[int] = option(2, "Keep at most N checkpoints.", ge=1)  # noqa: UP045
     seed: int = option(0, "Seed for data order and initialisation.", ge=0)
-    bf16: bool = option(False, "bfloat16 mixed precision (autocast; master weights stay float32). GPU, or a CPU with native bf16 (avx512_bf16 / AMX), where it ran 1.5x faster.")
+    bf16: typing.Union[bool, str] = option(False, "bfloat16 mixed precision (autocast; master weights stay float32): true, false or auto = on where bf16 is native (a GPU that supports it, a CPU with avx512_bf16 / AMX, where it ran 1.5x faster), off elsewhere (an emulating CPU ran 27x slower). The log says which.")  # noqa: UP007
     attn_implementation: str = option("sdpa", "sdpa (CPU and GPU; a dense 4-D mask with prefix sharing) or flex_attention (GPU; a block-sparse mask).")
     report_to: list = option([], "Trackers: tensorboard, wandb, trackio, ... (empty: console and metrics.json only).")
     gradient_checkpointing: bool = option(False, "Recompute activations in backward to save memory.")
@@ -82,6 +82,8 @@ class TrainConfig:
             raise UserError(f"objective {self.objective} needs a reference: set reference to cached or live")
         if isinstance(self.epsilon, str) and self.epsilon != "pairs":
             raise UserError(f"epsilon must be a float or 'pairs', got {self.epsilon!r}")
+        if self.bf16 not in (True, False, "auto"):
+            raise UserError(f"bf16: expected true, false or auto, got {self.bf16!r}")
 
     @property
     def uses_reference(self) -> bool:

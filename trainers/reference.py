@@ -7,8 +7,11 @@ forward at every step (TRL can precompute them too, but only in memory and per r
 The cache file name carries a hash of everything its values depend on: the model's identity (config.json
 and the size plus first and last 4 MiB of each weight file, so a re-trained model in the same folder is a
 miss without hashing gigabytes), the data file's bytes, and the settings that change which tokens are scored
-(masking, max_length, the end-of-turn token) or their values (dtype). A second run with the same inputs is a
-hit; anything else computes a new file beside the old one.
+(masking, max_length, the end-of-turn token) or their values (weight dtype, autocast, attention kernel:
+`numerics`). A second run with the same inputs is a hit; anything else computes a new file beside the old one.
+
+The values are computed under the same autocast as the training forward of the policy (the trainer passes
+its accelerator's), so with dropout off and identical batches the step-0 margins are exactly 0.
 """
 
 from __future__ import annotations
@@ -50,6 +53,13 @@ def model_identity(model_path: str) -> str:
         if f.name == "config.json" or f.suffix in (".safetensors", ".bin", ".gguf"):
             _file_digest(f, h, edges_only=f.name != "config.json")
     return h.hexdigest()
+
+
+def numerics(model, autocast_bf16: bool, attn_implementation: str) -> dict[str, Any]:
+    """The cache-key part that sets the values' rounding: weight dtype, autocast and attention kernel."""
+    dtype = next(model.parameters()).dtype
+    return {"dtype": str(dtype).removeprefix("torch."), "autocast": "bfloat16" if autocast_bf16 else None,
+            "attn_implementation": attn_implementation}
 
 
 def cache_path(data_file: str | Path, model_path: str, settings: dict[str, Any]) -> Path:

@@ -21,7 +21,7 @@ import torch
 from transformers import Trainer
 
 from mcts_cot.errors import UserError
-from trainers import losses, prefix_sharing, reference
+from trainers import losses, precision, prefix_sharing, reference
 from trainers.config import TrainConfig
 from trainers.data import DataStats, ListDataset, PairCollator, end_of_turn_id, load_pairs, load_sft
 
@@ -73,7 +73,7 @@ class MCTSTrainer(Trainer):
         else:
             ref_model = self.accelerator.unwrap_model(model)
             ctx = ref_model.disable_adapter()
-        with ctx:
+        with ctx, self.accelerator.autocast():  # the policy's autocast (a separate model is not wrapped in it)
             per_token = forward_token_logps(ref_model, inputs, self.attn_implementation)
         logps = losses.sequence_logps(per_token, inputs["chosen_mask"], inputs["rejected_mask"],
                                       inputs["epsilon"].shape[0])
@@ -169,23 +169,34 @@ def _apply_lora(cfg: TrainConfig, model):
     return get_peft_model(model, lora)
 
 
+def warmup_arguments(ratio: float, version: str | None = None) -> dict[str, float]:
+    """The TrainingArguments key that means "warm up over this fraction of the steps" on the installed
+    transformers (or `version`): 5.x reads a float below 1 in `warmup_steps` as a ratio and has no
+    `warmup_ratio`; 4.x has `warmup_ratio` and would take `warmup_steps=0.1` as 0.1 steps, i.e. no warmup."""
+    import transformers
+
+    major = int((version or transformers.__version__).split(".")[0])
+    return {"warmup_steps": ratio} if major >= 5 else {"warmup_ratio": ratio}
+
+
 def training_arguments(cfg: TrainConfig, out_dir: Path, has_eval: bool):
     from transformers import TrainingArguments
 
+    # CPU has to be said explicitly, or a multi-process CPU launch (torchrun) trains each process alone.
+    use_cpu = cfg.use_cpu if cfg.use_cpu is not None else not torch.cuda.is_available()
     kwargs = dict(
         output_dir=str(out_dir / "checkpoints"), learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps, per_device_train_batch_size=cfg.per_device_train_batch_size,
         per_device_eval_batch_size=cfg.per_device_eval_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps, warmup_steps=cfg.warmup_ratio,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, **warmup_arguments(cfg.warmup_ratio),
         lr_scheduler_type=cfg.lr_scheduler_type, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
         logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit, seed=cfg.seed, bf16=cfg.bf16, report_to=cfg.report_to or "none",
+        save_total_limit=cfg.save_total_limit, seed=cfg.seed, bf16=precision.resolve_bf16(cfg.bf16, use_cpu)[0],
+        report_to=cfg.report_to or "none",
         gradient_checkpointing=cfg.gradient_checkpointing, remove_unused_columns=False,
         eval_strategy="steps" if cfg.eval_steps and has_eval else "no", eval_steps=cfg.eval_steps,
-        deepspeed=cfg.deepspeed, ddp_find_unused_parameters=False,
+        deepspeed=cfg.deepspeed, ddp_find_unused_parameters=False, use_cpu=use_cpu,
     )
-    # CPU has to be said explicitly, or a multi-process CPU launch (torchrun) trains each process alone.
-    kwargs["use_cpu"] = cfg.use_cpu if cfg.use_cpu is not None else not torch.cuda.is_available()
     kwargs.update(cfg.trainer_kwargs)
     return TrainingArguments(**kwargs)
 
@@ -206,13 +217,22 @@ def _resume_from(cfg: TrainConfig, out_dir: Path) -> str | None:
     return last
 
 
-def _attach_reference(cfg, args, model, model_path, files_examples, collator, eot_id) -> dict[str, Any]:
-    """Cached reference log-probs for every file; the main process computes, the others read its file."""
-    settings = {"masking": cfg.masking, "max_length": cfg.max_length, "eot_id": eot_id, "dtype": cfg.model.dtype}
+def _attach_reference(cfg, trainer: MCTSTrainer, model_path, files_examples, collator, eot_id) -> dict[str, Any]:
+    """Cached reference log-probs for every file; the main process computes, the others read its file.
+
+    They are computed under the trainer's own autocast (accelerate's, the one the policy's forward runs
+    in) and with LoRA adapters off, so at step 0 policy and reference agree exactly on identical batches;
+    the cache key holds the weight dtype, the autocast and the attention kernel."""
+    args, model = trainer.args, trainer.model
+    autocast_bf16 = trainer.accelerator.native_amp and trainer.accelerator.mixed_precision == "bf16"
+    settings = reference.numerics(model, autocast_bf16, cfg.attn_implementation)
+    settings.update(masking=cfg.masking, max_length=cfg.max_length, eot_id=eot_id)
 
     def compute_fn(examples):
-        return reference.compute(model, examples, collator, cfg.per_device_eval_batch_size,
-                                 lambda m, b: forward_token_logps(m, b, cfg.attn_implementation))
+        adapters_off = model.disable_adapter() if cfg.lora.enabled else contextlib.nullcontext()
+        with trainer.accelerator.autocast(), adapters_off:
+            return reference.compute(model, examples, collator, cfg.per_device_eval_batch_size,
+                                     lambda m, b: forward_token_logps(m, b, cfg.attn_implementation))
 
     info = {}
     model.to(args.device)
@@ -260,9 +280,10 @@ def run(cfg: TrainConfig, out_dir: str | Path) -> RunResult:
     if not train_examples:
         raise UserError(f"{train_file}: no usable rows ({train_stats.describe()})")
     args = training_arguments(cfg, out_dir, has_eval=bool(val_examples))
-    for stats in (train_stats, val_stats):
-        if stats and args.process_index == 0:
-            print(stats.describe(), flush=True)
+    precision_log = precision.resolve_bf16(cfg.bf16, args.use_cpu)[1]
+    for line in (train_stats, val_stats, precision_log):
+        if line and args.process_index == 0:
+            print(line if isinstance(line, str) else line.describe(), flush=True)
 
     collator = PairCollator(tokenizer.pad_token_id, cfg.prefix_sharing and cfg.objective != "sft",
                             cfg.pad_to_multiple_of)
@@ -274,10 +295,7 @@ def run(cfg: TrainConfig, out_dir: str | Path) -> RunResult:
         deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
     model = _load_model(cfg, model_path)
     ref_model, ref_info = None, {}
-    if cfg.uses_reference and cfg.reference == "cached":
-        files = [(train_file, train_examples)] + ([(val_file, val_examples)] if val_examples else [])
-        ref_info = _attach_reference(cfg, args, model, model_path, files, collator, eot_id)
-    elif cfg.uses_reference and not cfg.lora.enabled:
+    if cfg.uses_reference and cfg.reference == "live" and not cfg.lora.enabled:
         ref_model = _load_model(cfg, model_path).eval().requires_grad_(False)
     if cfg.lora.enabled:
         model = _apply_lora(cfg, model)
@@ -287,6 +305,9 @@ def run(cfg: TrainConfig, out_dir: str | Path) -> RunResult:
                           eval_dataset=ListDataset(val_examples) if val_examples else None, data_collator=collator,
                           processing_class=tokenizer, loss_settings=settings, ref_model=ref_model,
                           attn_implementation=cfg.attn_implementation)
+    if cfg.uses_reference and cfg.reference == "cached":
+        files = [(train_file, train_examples)] + ([(val_file, val_examples)] if val_examples else [])
+        ref_info = _attach_reference(cfg, trainer, model_path, files, collator, eot_id)
     start = time.perf_counter()
     train_out = trainer.train(resume_from_checkpoint=_resume_from(cfg, out_dir))
     elapsed = time.perf_counter() - start
@@ -299,6 +320,7 @@ def run(cfg: TrainConfig, out_dir: str | Path) -> RunResult:
         "eval": eval_metrics, "data": {"train": dataclasses.asdict(train_stats),
                                        "val": dataclasses.asdict(val_stats) if val_stats else None},
         "reference": {"mode": cfg.reference if cfg.uses_reference else "none", "files": ref_info},
+        "precision": {"bf16": args.bf16, "log": precision_log},
         "pairs_per_second": train_out.metrics.get("train_samples_per_second"),
         "wall_seconds": round(elapsed, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
