@@ -45,6 +45,8 @@ class TrainConfig:
     alpha: float = option(1.0, "Weight of the NLL term on the chosen response (joint objective; 0 turns it off). Ignored by sft.", ge=0)
     masking: bool = option(True, "Shared-prefix masking: prompt + shared reasoning prefix are context only and log-probs sum over the divergent suffix. false: the shared prefix counts in both log-probs (plain response-level DPO).")
     prefix_sharing: bool = option(False, "Pack prompt + prefix, chosen and rejected suffix in ONE sequence (rejected blind to chosen): one forward instead of two. Same loss and gradients.")
+    tree_packing: bool = option(False, "Pack every response of a batch into token tries (trainers/tree_packing.py): the prompt and each shared segment written once, every branch blind to the others; batches hold whole problems. Same loss and gradients as prefix_sharing (set one of the two).")
+    packing_budget: int = option(8192, "Tokens per packed sequence with tree_packing: a batch whose tries are larger is split into several (an example is never split).", ge=1)
     simpo_gamma: float = option(0.5, "SimPO target reward margin γ.", ge=0)
     reference: Reference = option("cached", "cached: reference log-probs computed once and cached in the data dir (one model in memory); live: a frozen reference forward every step; none: simpo / sft only.")
     eot_token: str = option("auto", "Token appended to complete suffixes/completions: auto = the token that closes an assistant turn in the chat template (<|im_end|>, <|eot_id|>, ...), else eos. Partial steps get nothing.")
@@ -80,6 +82,8 @@ class TrainConfig:
         """Reject combinations that cannot work; called once every override has been applied."""
         if self.objective in ("dpo", "cdpo") and self.reference == "none":
             raise UserError(f"objective {self.objective} needs a reference: set reference to cached or live")
+        if self.tree_packing and self.prefix_sharing:
+            raise UserError("tree_packing and prefix_sharing: set one of the two (tree packing shares every prefix)")
         if isinstance(self.epsilon, str) and self.epsilon != "pairs":
             raise UserError(f"epsilon must be a float or 'pairs', got {self.epsilon!r}")
         if self.bf16 not in (True, False, "auto"):

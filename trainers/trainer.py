@@ -29,8 +29,9 @@ from trainers.data import DataStats, ListDataset, PairCollator, end_of_turn_id, 
 def forward_token_logps(model, batch: dict[str, Any], attn_implementation: str = "sdpa") -> torch.Tensor:
     """Per-token log-probs of the scored positions of a collated batch ([N, keep])."""
     T = batch["input_ids"].shape[1]
-    if "segments" in batch:
-        mask = prefix_sharing.attention_mask(batch["segments"], T, attn_implementation)
+    if "segments" in batch or "tree_end" in batch:
+        mask = (prefix_sharing.attention_mask(batch["segments"], T, attn_implementation) if "segments" in batch
+                else tree_packing.attention_mask(batch["tree_end"], attn_implementation))
         if attn_implementation == "eager":  # eager attention adds the mask to the scores
             dtype = next(model.parameters()).dtype
             mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
@@ -38,6 +39,8 @@ def forward_token_logps(model, batch: dict[str, Any], attn_implementation: str =
         mask = batch["attention_mask"]
     out = model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"],
                 logits_to_keep=batch["keep"], use_cache=False)
+    if "tree_end" in batch:  # tree packing: one row per response, gathered from the packed rows
+        return tree_packing.token_logps(out.logits, batch)
     return losses.token_logps(out.logits, batch["targets"])
 
 
@@ -64,6 +67,12 @@ class MCTSTrainer(Trainer):
         for key, value in metrics.items():
             self._metrics[mode][key].append(value.detach().float())
         return (loss, None) if return_outputs else loss
+
+    def _get_train_sampler(self, train_dataset=None):
+        """Tree packing shares what a batch's examples have in common: keep each problem's examples together."""
+        if isinstance(self.data_collator, tree_packing.TreeCollator):
+            return tree_packing.ProblemSampler((train_dataset or self.train_dataset).examples, self.args.seed)
+        return super()._get_train_sampler(train_dataset)
 
     @torch.no_grad()
     def _live_reference(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -285,8 +294,10 @@ def run(cfg: TrainConfig, out_dir: str | Path) -> RunResult:
         if line and args.process_index == 0:
             print(line if isinstance(line, str) else line.describe(), flush=True)
 
-    collator = PairCollator(tokenizer.pad_token_id, cfg.prefix_sharing and cfg.objective != "sft",
-                            cfg.pad_to_multiple_of)
+    collator = (tree_packing.TreeCollator(tokenizer.pad_token_id, cfg.packing_budget, cfg.pad_to_multiple_of)
+                if cfg.tree_packing else
+                PairCollator(tokenizer.pad_token_id, cfg.prefix_sharing and cfg.objective != "sft",
+                             cfg.pad_to_multiple_of))
     if (args.deepspeed or args.deepspeed_plugin) and torch.distributed.is_initialized():
         # ZeRO-3 partitions weights while `from_pretrained` loads them (zero.Init), which needs DeepSpeed's comm
         # up; on GPU accelerate has done it, on CPU (gloo) it has not, so wrap the existing process group.
