@@ -37,7 +37,7 @@ from mcts_cot.config import (
 )
 from mcts_cot.errors import UserError
 from mcts_cot.io import append_jsonl, write_json
-from mcts_cot.problems import Problem, load_problems
+from mcts_cot.problems import Context, Problem, load_problems
 
 
 @dataclasses.dataclass
@@ -128,9 +128,7 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path | None = None, script=None,
     k = cfg.k or cfg.sampling.n
     if not 1 <= k <= cfg.sampling.n:
         raise UserError(f"k: pass@k needs 1 <= k <= sampling.n ({cfg.sampling.n}), got {k}")
-    problems, load_report = load_problems(cfg.problems)
-    if not problems:
-        raise UserError(f"{cfg.problems.source}: no problems to evaluate")
+    problems, load_report = load_problems(cfg.problems, verify=cfg.verify, context=Context.of(cfg))
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
     samples_path = out / "samples.jsonl"

@@ -606,7 +606,7 @@ class BestOfNConfig:
 def sample_best_of_n(cfg: BestOfNConfig, console: Console | None = None, script=None) -> dict:
     """Sample, verify and write one tree per problem; returns the manifest."""
     from mcts_cot.backends import Request, make_backend
-    from mcts_cot.problems import load_problems
+    from mcts_cot.problems import Context, load_problems
     from mcts_cot.prompts import prompt_ids
     from mcts_cot.search import stable_seed
     from mcts_cot.store import RunDir
@@ -617,7 +617,7 @@ def sample_best_of_n(cfg: BestOfNConfig, console: Console | None = None, script=
     if cfg.n is None and cfg.max_total_tokens is None:
         raise UserError("best-of-n: set n, or max_total_tokens (a token budget)")
     console = console or Console(stderr=True)
-    problems, _ = load_problems(cfg.problems)
+    problems, _ = load_problems(cfg.problems, verify=cfg.verify, context=Context.of(cfg))
     run = RunDir(cfg.out, config_hash(cfg, exclude=("out",)), overwrite=True)
     save_config(cfg, run.path)
     backend = make_backend(cfg.model, cfg.backend, script=script)

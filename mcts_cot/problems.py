@@ -1,7 +1,9 @@
 """Problems: `id`, `problem`, `answer` (+ metadata), from a built-in generator or local files.
 
 Gold answers are checked at load time (they must parse with math-verify once wrapped in `\\boxed{}`), so a
-bad row is reported with its file and row number instead of being silently scored as wrong later.
+bad row is reported with its file and row number instead of being silently scored as wrong later. So is a
+problem whose prompt cannot fit the model's context (given a `Context`), an unreadable file, and a file
+with no problems at all: each is one line naming the file and row, never a traceback or an empty run.
 """
 
 from __future__ import annotations
@@ -9,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from mcts_cot.config import ProblemsConfig
+from mcts_cot.config import ProblemsConfig, PromptConfig, VerifyConfig
 from mcts_cot.errors import UserError
 
 
@@ -36,53 +40,130 @@ class LoadReport:
     source: str
     loaded: int = 0
     skipped: list[str] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict, repr=False)
+    """Problem id -> row number in the source, for errors found after reading."""
+
+    def where(self, problem: Problem) -> str:
+        return f"row {self.rows[problem.id]} (id {_clip(problem.id)})"
 
 
-def load_problems(cfg: ProblemsConfig) -> tuple[list[Problem], LoadReport]:
-    """Load problems as configured; raises `UserError` naming the file and row of a bad row."""
+@dataclass(frozen=True)
+class Context:
+    """What each prompt must fit: the chat prompt of a problem, rendered by `tokenizer`, must leave at least
+    one of `max_model_len` tokens (backend.max_model_len) to generate. Checked at load time, so a problem
+    that can never run is named up front rather than failing, or tokenising for minutes, mid-run."""
+
+    tokenizer: Any
+    prompt: PromptConfig
+    max_model_len: int
+
+    @classmethod
+    def of(cls, cfg: Any) -> Context:
+        """The context of a command config with `model`, `prompt` and `backend` sections."""
+        from mcts_cot.models import load_tokenizer
+
+        return cls(load_tokenizer(cfg.model.name), cfg.prompt, cfg.backend.max_model_len)
+
+    @cached_property
+    def _most_chars(self) -> int:
+        """Most characters `max_model_len` tokens can hold: no token spells more than its vocab string."""
+        return self.max_model_len * max(map(len, self.tokenizer.get_vocab()))
+
+    def misfit(self, problem: Problem) -> str | None:
+        """Why `problem` cannot fit, or None. The length in characters is checked first: a 50 MB problem
+        is refused at once instead of being tokenised."""
+        from mcts_cot.prompts import prompt_ids
+
+        if len(problem.problem) > self._most_chars:
+            return (f"the problem is {len(problem.problem)} characters, more than {self.max_model_len} tokens "
+                    f"(backend.max_model_len) can hold")
+        tokens = len(prompt_ids(self.tokenizer, self.prompt, problem.problem))
+        if tokens >= self.max_model_len:
+            return (f"the prompt is {tokens} tokens, more than fit in backend.max_model_len "
+                    f"({self.max_model_len}) with room to generate")
+        return None
+
+
+def load_problems(cfg: ProblemsConfig, verify: VerifyConfig | None = None,
+                  context: Context | None = None) -> tuple[list[Problem], LoadReport]:
+    """Load problems as configured; raises `UserError` naming the file and row of a bad row.
+
+    Gold answers are checked by a verify pool with `verify` (the run's settings); with a `context`, every
+    prompt must fit it. `skip_bad_rows` turns a bad row into a reported skip.
+    """
     report = LoadReport(source=cfg.source)
     if cfg.source.startswith("builtin:"):
         problems = _builtin(cfg)
+        report.rows = {p.id: i for i, p in enumerate(problems, start=1)}
     else:
-        problems = _from_rows(cfg, report)
+        problems = _from_rows(cfg, report, verify)
     if cfg.limit is not None:
         problems = problems[: cfg.limit]
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise UserError(f"{cfg.source}: problem id {dup!r} appears more than once; ids must be unique")
+    if context is not None:
+        problems = [p for p in problems if _fits(p, context, cfg, report)]
+    if not problems:
+        raise UserError(_nothing_left(cfg.source, report))
     report.loaded = len(problems)
     return problems, report
+
+
+def _fits(problem: Problem, context: Context, cfg: ProblemsConfig, report: LoadReport) -> bool:
+    reason = context.misfit(problem)
+    if reason and not cfg.skip_bad_rows:
+        raise UserError(f"{cfg.source}: {report.where(problem)}: {reason} (shorten it, raise backend.max_model_len "
+                        f"or pass --set problems.skip_bad_rows=true)")
+    if reason:
+        report.skipped.append(f"{report.where(problem)}: {reason}")
+    return reason is None
+
+
+def _nothing_left(source: str, report: LoadReport) -> str:
+    if report.skipped:
+        return f"{source}: every row was skipped ({len(report.skipped)}); first: {report.skipped[0]}"
+    return f"{source}: the file holds no problems (it is empty)"
+
+
+def _clip(text: str, most: int = 60) -> str:
+    """`repr(text)`, shortened in the middle: an error stays one readable line whatever the row holds."""
+    return repr(text) if len(text) <= most else repr(text[: most // 2]) + f"...({len(text)} chars)..." + repr(text[-most // 2:])
 
 
 # --------------------------------------------------------------------------------------------- files
 
 
-def _from_rows(cfg: ProblemsConfig, report: LoadReport) -> list[Problem]:
-    from mcts_cot.verify import parse_gold
+def _from_rows(cfg: ProblemsConfig, report: LoadReport, verify: VerifyConfig | None) -> list[Problem]:
+    """Read every row, then check all gold answers in one batch (the verify pool works them in parallel)."""
+    from mcts_cot.verify import check_golds
 
     path = Path(cfg.source)
-    problems = []
+    rows = []
     for row_no, row in _read_rows(path):
-        where = f"{path}: row {row_no}"
         text = row.get(cfg.problem_field)
         if not isinstance(text, str) or not text.strip():
-            raise UserError(f"{where}: missing problem field '{cfg.problem_field}' (set problems.problem_field)")
+            raise UserError(f"{path}: row {row_no}: missing problem field '{cfg.problem_field}' (set problems.problem_field)")
         answer = row.get(cfg.answer_field)
-        answer = "" if answer is None else str(answer).strip()
+        rows.append((row_no, row, text, "" if answer is None else str(answer).strip()))
+    parses = iter(check_golds([answer for *_, answer in rows if answer], verify))
+    problems = []
+    for row_no, row, text, answer in rows:
         reason = None
         if not answer:
             reason = f"missing answer field '{cfg.answer_field}'"
-        elif not parse_gold(answer):
-            reason = f"gold answer {answer!r} does not parse with math-verify"
+        elif not next(parses):
+            reason = f"gold answer {_clip(answer)} does not parse with math-verify"
         if reason:
             if cfg.skip_bad_rows:
                 report.skipped.append(f"row {row_no}: {reason}")
                 continue
-            raise UserError(f"{where}: {reason} (fix the row or pass --set problems.skip_bad_rows=true)")
+            raise UserError(f"{path}: row {row_no}: {reason} (fix the row or pass --set problems.skip_bad_rows=true)")
         pid = str(row.get(cfg.id_field, row_no))
         meta = {k: v for k, v in row.items() if k not in (cfg.id_field, cfg.problem_field, cfg.answer_field)}
         problems.append(Problem(id=pid, problem=text, answer=answer, meta=meta))
+        report.rows[pid] = row_no
     return problems
 
 
@@ -101,20 +182,11 @@ def _read_rows(path: Path):
             raise UserError(f"{path}: holds several splits ({', '.join(ds)}); point at one split's folder")
         yield from enumerate(ds, start=1)
     elif path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as fh:
-            for no, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"{path}: row {no}: not valid JSON ({exc.msg})") from None
-                if not isinstance(row, dict):
-                    raise UserError(f"{path}: row {no}: expected a JSON object")
-                yield no, row
+        yield from _jsonl_rows(path)
     elif path.suffix == ".json":
+        data = _decode(path.read_bytes(), path, "line")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(data, parse_int=_int_or_digits)
         except json.JSONDecodeError as exc:
             raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
         if isinstance(data, dict):
@@ -123,11 +195,70 @@ def _read_rows(path: Path):
             raise UserError(f"{path}: expected a list of objects (or an object holding one)")
         yield from enumerate(data, start=1)
     elif path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        yield from enumerate(pq.read_table(path).to_pylist(), start=1)
+        yield from _parquet_rows(path)
     else:
         raise UserError(f"{path}: unknown problem file type '{path.suffix}' (use .jsonl, .json, .parquet or a datasets folder)")
+
+
+def _jsonl_rows(path: Path):
+    with open(path, "rb") as fh:
+        for no, raw in enumerate(fh, start=1):
+            line = _decode(raw, path, f"row {no}", bom=no == 1)
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line, parse_int=_int_or_digits)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}: row {no}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path}: row {no}: expected a JSON object")
+            yield no, row
+
+
+def _decode(data: bytes, path: Path, where: str, bom: bool = True) -> str:
+    """UTF-8 text (a leading BOM dropped); else an error naming the row (or line), byte and column."""
+    try:
+        return data.decode("utf-8-sig" if bom else "utf-8")
+    except UnicodeDecodeError as exc:
+        if where == "line":
+            line_start = data.rfind(b"\n", 0, exc.start) + 1
+            line_no = data.count(b"\n", 0, exc.start) + 1
+            where = f"line {line_no}"
+        else:
+            line_start = 0
+        raise UserError(f"{path}: {where}: not UTF-8 (byte 0x{data[exc.start]:02x} at column "
+                        f"{exc.start - line_start + 1}); save the file as UTF-8") from None
+
+
+def _int_or_digits(text: str) -> int | str:
+    """A JSON integer, kept as its digits when it is past Python's int() limit (4,300 digits): a gold
+    answer can be that long."""
+    limit = sys.get_int_max_str_digits()
+    return text if limit and len(text.lstrip("-")) > limit else int(text)
+
+
+def _parquet_rows(path: Path):
+    """Rows one row group at a time, so damage is reported with the rows it hides."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise UserError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+    first = 1
+    for group in range(parquet.num_row_groups):
+        count = parquet.metadata.row_group(group).num_rows
+        try:
+            rows = parquet.read_row_group(group).to_pylist()
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"{path}: rows {first}-{first + count - 1}: corrupt ({_first_line(exc)})") from None
+        yield from enumerate(rows, start=first)
+        first += count
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
 
 
 # --------------------------------------------------------------------------------------------- builtin
@@ -154,8 +285,8 @@ def _builtin(cfg: ProblemsConfig) -> list[Problem]:
         count = int(spec[2]) if len(spec) == 3 else 100
     except ValueError:
         raise UserError(f"problem source {cfg.source!r}: N must be a whole number") from None
-    if not 1 <= cfg.difficulty <= 3:
-        raise UserError(f"problems.difficulty must be 1, 2 or 3, got {cfg.difficulty}")
+    if count < 1:
+        raise UserError(f"problem source {cfg.source!r}: N must be at least 1")
     return arithmetic_problems(count, cfg.split, cfg.difficulty, cfg.seed)
 
 

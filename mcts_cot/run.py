@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mcts_cot.config import config_hash, save_config
-from mcts_cot.problems import load_problems
+from mcts_cot.problems import Context, load_problems
 from mcts_cot.search import RESUMABLE_KEYS, Engine, SearchConfig, run_waves
 from mcts_cot.store import RunDir
 from mcts_cot.tree import SCHEMA, Tree
@@ -36,7 +36,7 @@ def run_search(cfg: SearchConfig, shard: tuple[int, int] | None = None, overwrit
     if dry_run:
         cfg = dataclasses.replace(cfg, backend=dataclasses.replace(cfg.backend, name="scripted"),
                                   out=tempfile.mkdtemp(prefix="mcts-cot-dry-"))
-    problems, load_report = load_problems(cfg.problems)
+    problems, load_report = load_problems(cfg.problems, verify=cfg.verify, context=Context.of(cfg))
     if shard:
         problems = problems[shard[0]::shard[1]]
     run = RunDir(cfg.out, search_hash(cfg), shard, overwrite)

@@ -28,11 +28,12 @@ import logging
 import multiprocessing
 import re
 import resource
+import sys
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -132,6 +133,7 @@ def _worker_main(conn: Connection, memory_mb: int) -> None:
     """
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    sys.set_int_max_str_digits(0)  # a 5,000-digit integer is a valid answer; the timeout guards the cost
     if _judge("1", "1") != "correct":  # also warms math-verify up, so no real item pays for that
         return  # too little memory to work at all: the parent reports it instead of "unverifiable" forever
     conn.send(_READY)
@@ -367,21 +369,35 @@ def _chunks(items: list[tuple[str, str]]) -> list[list[int]]:
 
 # ------------------------------------------------------------------------------------- gold answers
 
-_shared: Verifier | None = None
-_shared_lock = threading.Lock()
+_gold_pool: Verifier | None = None
+_gold_key: VerifyConfig | None = None
+_gold_lock = threading.Lock()
 
 
-def parse_gold(answer: str) -> list:
-    """`math_verify.parse` of `\\boxed{answer}`, or [] if it is unusable: checked when problems load.
+def check_golds(answers: list[str], cfg: VerifyConfig | None = None) -> list[bool]:
+    """Whether each gold answer parses (wrapped in `\\boxed{}`) and verifies against itself in time.
 
-    Gold can be hostile too (#65 hangs where math-verify's signal timeout does not help), so a one-worker
-    pool, started on first use and stopped at exit, first checks that it parses and verifies against
-    itself in time; only then is it parsed here. No signals are involved, so this works off the main thread.
+    Checked when problems load. Gold can be hostile too (#65 hangs where math-verify's signal timeout does
+    not help), so the check runs in a pool with the run's verify config (its timeout and memory limit),
+    started on first use, replaced when another config asks, and stopped at exit. Nothing is parsed in this
+    process: no signals are involved, so this works off the main thread.
     """
-    global _shared
-    with _shared_lock:
-        if _shared is None:
-            defaults = VerifyConfig()
-            _shared = Verifier(workers=1, timeout_s=defaults.timeout_s, memory_mb=defaults.memory_mb)
-            atexit.register(_shared.close)
-    return _parse(answer) if _shared.verify_batch([(answer, answer)]) == ["correct"] else []
+    with _gold_lock:
+        pool = _gold_verifier(cfg or VerifyConfig())
+        return [v == "correct" for v in pool.verify_batch([(a, a) for a in answers])]
+
+
+def _gold_verifier(cfg: VerifyConfig) -> Verifier:
+    global _gold_pool, _gold_key
+    if _gold_pool is not None and _gold_key != cfg:
+        _gold_pool.close()
+        _gold_pool = None
+    if _gold_pool is None:
+        _gold_pool, _gold_key = Verifier.from_config(cfg), replace(cfg)
+    return _gold_pool
+
+
+@atexit.register
+def _close_gold_pool() -> None:
+    if _gold_pool is not None:
+        _gold_pool.close()

@@ -118,3 +118,123 @@ def test_custom_field_names_row_number_ids_and_limit(tmp_path):
     problems, _ = _load(path, problem_field="question", answer_field="final", limit=3)
     assert [(p.id, p.problem, p.answer) for p in problems] == [("1", "0+1?", "1"), ("2", "1+1?", "2"), ("3", "2+1?", "3")]
     assert problems[0].meta == {"level": 3}
+
+
+# ------------------------------------------------------------------------------------- hostile input
+
+
+def test_non_utf8_bytes_name_the_file_and_row(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(b'{"id": "a", "problem": "1+1?", "answer": "2"}\n{"id": "b", "problem": "caf\xe9?", "answer": "4"}\n')
+    with pytest.raises(UserError, match=r"p.jsonl: row 2: not UTF-8 \(byte 0xe9 at column 28\)"):
+        _load(path)
+    as_json = tmp_path / "p.json"
+    as_json.write_bytes(b'[{"id": "a", "problem": "1+1?", "answer": "2"},\n {"id": "b", "problem": "caf\xe9?", "answer": "4"}]')
+    with pytest.raises(UserError, match=r"p.json: line 2: not UTF-8 \(byte 0xe9"):
+        _load(as_json)
+
+
+def test_corrupt_parquet_names_the_file(tmp_path):
+    import datasets
+
+    good = tmp_path / "good.parquet"
+    datasets.Dataset.from_list(GOOD * 50).to_parquet(str(good))
+    garbage = tmp_path / "garbage.parquet"
+    garbage.write_bytes(b"this is not a parquet file at all")
+    with pytest.raises(UserError, match=r"garbage.parquet: not a readable Parquet file"):
+        _load(garbage)
+    data = bytearray(good.read_bytes())
+    data[10:200] = b"\xff" * 190  # the first data pages, while the footer stays intact
+    torn = tmp_path / "torn.parquet"
+    torn.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"torn.parquet: rows 1-100: corrupt \("):
+        _load(torn)
+
+
+@pytest.mark.parametrize("content", ["", "\n\n  \n"])
+def test_an_empty_problem_file_is_an_error_that_says_so(tmp_path, content):
+    path = tmp_path / "p.jsonl"
+    path.write_text(content)
+    with pytest.raises(UserError, match=r"p.jsonl: the file holds no problems \(it is empty\)"):
+        _load(path)
+
+
+def test_a_file_whose_every_row_is_skipped_says_so(tmp_path):
+    path = _jsonl(tmp_path, [{"id": "x", "problem": "?"}])
+    with pytest.raises(UserError, match=r"p.jsonl: every row was skipped \(1\); first: row 1: missing answer"):
+        _load(path, skip_bad_rows=True)
+
+
+def test_a_5000_digit_integer_answer_is_valid(tmp_path):
+    big = "9" * 5000  # past Python's 4300-digit int() limit
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"id": "s", "problem": "?", "answer": big}) + "\n"
+                    + '{"id": "n", "problem": "?", "answer": ' + big + "}\n")  # also as a JSON number
+    problems, _ = _load(path)
+    assert [p.answer for p in problems] == [big, big]
+
+
+def test_gold_answers_are_checked_with_the_runs_verify_config(tmp_path):
+    from mcts_cot.config import VerifyConfig
+
+    path = _jsonl(tmp_path, GOOD)
+    with pytest.raises(UserError, match="raise verify.memory_mb"):
+        load_problems(ProblemsConfig(source=str(path)), verify=VerifyConfig(workers=1, memory_mb=1))
+    assert len(load_problems(ProblemsConfig(source=str(path)), verify=VerifyConfig(workers=1))[0]) == 2
+
+
+class _Spy:
+    """A tokenizer that counts how many characters it was asked to render."""
+
+    def __init__(self, tok):
+        self.tok, self.rendered = tok, 0
+
+    def __getattr__(self, name):
+        return getattr(self.tok, name)
+
+    def apply_chat_template(self, messages, **kw):
+        self.rendered += sum(len(m["content"]) for m in messages)
+        return self.tok.apply_chat_template(messages, **kw)
+
+
+def _context(max_model_len):
+    from mcts_cot.config import PromptConfig
+    from mcts_cot.problems import Context
+    from mcts_cot.tiny import byte_tokenizer
+
+    return Context(_Spy(byte_tokenizer()), PromptConfig(system="", few_shot=[]), max_model_len)
+
+
+def test_a_problem_longer_than_the_context_names_the_row(tmp_path):
+    context = _context(256)
+    path = _jsonl(tmp_path, [GOOD[0], {"id": "long", "problem": "x" * 300, "answer": "1"}, GOOD[1]])
+    with pytest.raises(UserError, match=r"p.jsonl: row 2 \(id 'long'\): the prompt is 3\d\d tokens, "
+                                        r"more than fit in backend.max_model_len \(256\)"):
+        load_problems(ProblemsConfig(source=str(path)), context=context)
+    problems, report = load_problems(ProblemsConfig(source=str(path), skip_bad_rows=True), context=context)
+    assert [p.id for p in problems] == ["a", "b"] and report.skipped[0].startswith("row 2 (id 'long'): the prompt is")
+
+
+def test_a_huge_problem_is_refused_by_its_length_before_it_is_tokenised(tmp_path):
+    context = _context(256)
+    path = _jsonl(tmp_path, [GOOD[0], {"id": "huge", "problem": "x" * 5_000_000, "answer": "1"}])
+    with pytest.raises(UserError, match=r"p.jsonl: row 2 \(id 'huge'\): the problem is 5000000 characters, "
+                                        r"more than 256 tokens \(backend.max_model_len\) can hold"):
+        load_problems(ProblemsConfig(source=str(path)), context=context)
+    assert context.tokenizer.rendered < 1000  # only the short row was rendered
+
+
+@pytest.mark.parametrize("command", ["search", "eval"])
+def test_search_and_eval_refuse_bad_problem_files_before_they_start(tmp_path, tiny_model_dir, command):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    long = _jsonl(tmp_path, [GOOD[0], {"id": "long", "problem": "x" * 3000, "answer": "1"}])
+    base = [command, "--model", str(tiny_model_dir), "--backend", "scripted", "--out", str(tmp_path / "out")]
+    res = CliRunner().invoke(app, [*base, "--problems", str(empty)])
+    assert res.exit_code == 2 and "empty.jsonl: the file holds no problems (it is empty)" in res.output
+    res = CliRunner().invoke(app, [*base, "--problems", str(long), "--set", "backend.max_model_len=2048"])
+    assert res.exit_code == 2 and "p.jsonl: row 2 (id 'long'): the prompt is" in res.output

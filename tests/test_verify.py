@@ -14,7 +14,7 @@ import pytest
 
 from mcts_cot.config import VerifyConfig
 from mcts_cot.errors import UserError
-from mcts_cot.verify import Verifier, extract_answer, parse_gold
+from mcts_cot.verify import Verifier, check_golds, extract_answer
 
 TOWER = r"9^{9^{9^{9^{9}}}}"  # Math-Verify #59
 NESTED_LOG = "x"
@@ -184,21 +184,33 @@ def test_a_worker_killed_mid_item_is_replaced():
 
 
 @pytest.mark.parametrize("gold", ["18", "1/2", r"\dfrac{9}{7}", r"\text{(B)}", r"\left( 3, \frac{\pi}{2} \right)"])
-def test_parse_gold_accepts(gold):
-    assert parse_gold(gold)
+def test_check_golds_accepts(gold):
+    assert check_golds([gold]) == [True]
 
 
 @pytest.mark.parametrize("gold", ["", "???", "}{", r"\boxed{"])
-def test_parse_gold_rejects(gold):
-    assert parse_gold(gold) == []
+def test_check_golds_rejects(gold):
+    assert check_golds([gold]) == [False]
 
 
-def test_parse_gold_works_off_the_main_thread():
+def test_check_golds_works_off_the_main_thread():
     out = []
-    thread = threading.Thread(target=lambda: out.append(parse_gold("1/2")))
+    thread = threading.Thread(target=lambda: out.append(check_golds(["1/2"])))
     thread.start()
     thread.join()
-    assert out and out[0]
+    assert out == [[True]]
+
+
+def test_a_5000_digit_integer_is_a_valid_answer(verifier):
+    big = "9" * 5000  # past Python's 4300-digit int() limit, which made it "does not parse"
+    assert check_golds([big]) == [True]
+    assert verifier.verify_batch([(big, big), (big, "9" * 4999 + "8")]) == ["correct", "wrong"]
+
+
+def test_gold_checks_run_with_the_given_verify_config():
+    with pytest.raises(UserError, match="raise verify.memory_mb"):
+        check_golds(["1"], VerifyConfig(workers=1, memory_mb=1))
+    assert check_golds(["1", "x^"], VerifyConfig(workers=1, timeout_s=9.0)) == [True, False]  # a new pool
 
 
 # -------------------------------------------------------------------------------------- extraction
