@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from mcts_cot.config import load_config
+from mcts_cot.errors import UserError
 from trainers import synthetic
 from trainers.config import TrainConfig
 from trainers.trainer import run
@@ -132,3 +133,20 @@ def test_recipes_load(recipe):
     cfg.validate()
     if "ladder/6" in str(recipe):
         assert (cfg.objective, cfg.alpha, cfg.masking) == ("cdpo", 1.0, True)
+
+
+def _missing_tracker() -> str:
+    import importlib.util
+
+    for name, module in (("wandb", "wandb"), ("mlflow", "mlflow"), ("comet_ml", "comet_ml"), ("clearml", "clearml")):
+        if importlib.util.find_spec(module) is None:
+            return name
+    pytest.skip("every tracker this test knows is installed here")
+
+
+def test_a_missing_tracker_says_which_package_to_install(data_dir, tmp_path):
+    name = _missing_tracker()
+    with pytest.raises(UserError, match=rf"report_to: tracker '{name}' needs the Python package .*: pip install "):
+        train(data_dir, tmp_path / "out", f"report_to=[{name}]")
+    with pytest.raises(UserError, match=r"report_to: unknown tracker 'tensorbord'; did you mean 'tensorboard'\?"):
+        train(data_dir, tmp_path / "out2", "report_to=[tensorbord]")

@@ -13,6 +13,7 @@ import typing
 
 from mcts_cot.config import ModelConfig, option, section
 from mcts_cot.errors import UserError
+from trainers.trackers import check_trackers
 
 Objective = typing.Literal["dpo", "cdpo", "simpo", "sft"]
 Reference = typing.Literal["cached", "live", "none"]
@@ -86,6 +87,7 @@ class TrainConfig:
             raise UserError("tree_packing and prefix_sharing: set one of the two (tree packing shares every prefix)")
         if isinstance(self.epsilon, str) and self.epsilon != "pairs":
             raise UserError(f"epsilon must be a float or 'pairs', got {self.epsilon!r}")
+        check_trackers(self.report_to)
         if self.bf16 not in (True, False, "auto"):
             raise UserError(f"bf16: expected true, false or auto, got {self.bf16!r}")
 
