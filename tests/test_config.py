@@ -185,7 +185,8 @@ def test_out_of_range_in_yaml_names_the_file_and_key(tmp_path):
 
 
 def test_every_numeric_key_has_a_range_its_default_meets():
-    unbounded = {"reward.correct", "reward.wrong", "reward.no_answer"}  # any finite reward is meaningful
+    unbounded = {"reward.correct", "reward.wrong", "reward.no_answer",  # any finite reward or weight is meaningful
+                 "grpo.accuracy_weight", "grpo.format_weight", "grpo.reflection_weight"}
     for cls in _command_configs():
         default = cls()
         for key, f, _ in _numeric_fields(cls):
