@@ -280,7 +280,8 @@ class BackendConfig:
 
     name: typing.Literal["vllm", "hf", "scripted"] = option("vllm", "vllm (fast, prefix caching), hf (transformers generate) or scripted (deterministic fake, for dry runs and tests).")
     seed: int = option(0, "Sampling seed; equal seeds give equal samples on the same backend and machine.", ge=0)
-    gpu_memory_utilization: float = option(0.3, "vLLM memory fraction (on CPU: the fraction of RAM it reserves for the KV cache).", gt=0, le=1)
+    gpu_memory_utilization: float = option(0.3, "vLLM GPU memory fraction (GPU only: on CPU the KV cache is sized by cpu_kv_cache_gib).", gt=0, le=1)
+    cpu_kv_cache_gib: float | None = option(None, "vLLM-CPU KV cache in GiB; null = 4, or half of NUMA node 0's free memory when that is less. vLLM-CPU counts node 0 only, which can be far smaller than `free` shows, so a fraction of RAM is not used. VLLM_CPU_KVCACHE_SPACE, when set, wins.", gt=0)
     tensor_parallel_size: int = option(1, "vLLM tensor parallel size (GPUs per model).", ge=1)
     max_model_len: int = option(4096, "Longest prompt + generation the engine accepts, in tokens.", ge=1)
     enable_prefix_caching: bool = option(True, "vLLM automatic prefix caching (the search shares long prefixes).")

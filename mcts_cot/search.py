@@ -92,7 +92,7 @@ class SearchConfig:
 
 # Keys that may change between a run and its resumption without changing what a tree becomes.
 RESUMABLE_KEYS = ("problems.limit", "budget.max_total_tokens", "budget.max_wall_s", "concurrent_trees",
-                  "backend.gpu_memory_utilization", "backend.batch_size", "verify.workers", "out")
+                  "backend.gpu_memory_utilization", "backend.cpu_kv_cache_gib", "backend.batch_size", "verify.workers", "out")
 
 
 def stable_seed(*parts: object) -> int:

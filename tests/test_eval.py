@@ -146,7 +146,7 @@ def test_cli_eval_through_vllm_on_the_embedded_model(tmp_path):
     out = tmp_path / "eval"
     proc = subprocess.run([str(exe), "eval", "--backend", "vllm", "--problems", "builtin:arithmetic:4",
                            "--out", str(out), "--set", "sampling.max_tokens=48", "--set", "backend.max_model_len=1024",
-                           "--set", "backend.gpu_memory_utilization=0.1"],
+                           "--set", "backend.cpu_kv_cache_gib=1"],
                           capture_output=True, text=True, timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())

@@ -16,7 +16,7 @@ def test_search_with_the_embedded_model_on_vllm(tmp_path):
     result = CliRunner().invoke(app, [
         "search", "--model", "smollm2-135m", "--backend", "vllm", "--problems", "builtin:arithmetic:3",
         "--out", str(out), "--set", "budget.max_rollouts=6", "--set", "policy.children=3",
-        "--set", "policy.max_path_tokens=256", "--set", "backend.gpu_memory_utilization=0.1",
+        "--set", "policy.max_path_tokens=256", "--set", "backend.cpu_kv_cache_gib=1",
     ])
     assert result.exit_code == 0, result.output
     trees = list(iter_trees(out))

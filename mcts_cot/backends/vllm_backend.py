@@ -7,7 +7,8 @@ On CPU, per-request seeds are NOT sent: when vLLM splits a prompt over two steps
 in V1, vllm#18547) it rewinds a seeded request's generator with `set_offset`, which only CUDA generators
 support (vllm PR #10097), and the engine dies with "CPU Generator does not use offset". CPU runs are then
 reproducible through the engine seed only, given the same batches; GPU runs get per-request seeds.
-On CPU the engine uses 32-token KV blocks (see CPU_BLOCK_SIZE) and bf16 where the CPU has it natively.
+On CPU the engine uses 32-token KV blocks (see CPU_BLOCK_SIZE), bf16 where the CPU has it natively, and a KV
+cache sized in GiB (cpu_kv_cache.py), never as a fraction of memory.
 Completions are normalised to the `Completion` contract: stop strings kept in the text, EOS tokens dropped
 from the ids (the trainer appends end-of-turn itself), and a log-probability summed over the kept ids only.
 """
@@ -45,12 +46,13 @@ class VLLMBackend:
         self.per_request_seeds = not cpu
         self.stats = BackendStats()
         self._calls = 0
+        dtype = resolve_dtype(model.dtype, gpu=not cpu)
+        memory = _cpu_memory_kwargs(path, dtype, backend) if cpu else {"gpu_memory_utilization": backend.gpu_memory_utilization}
         self.llm = LLM(
-            model=path, tokenizer=path, trust_remote_code=model.trust_remote_code,
-            dtype=resolve_dtype(model.dtype, gpu=not cpu), seed=backend.seed,
-            gpu_memory_utilization=backend.gpu_memory_utilization, tensor_parallel_size=backend.tensor_parallel_size,
+            model=path, tokenizer=path, trust_remote_code=model.trust_remote_code, dtype=dtype, seed=backend.seed,
+            tensor_parallel_size=backend.tensor_parallel_size,
             max_model_len=backend.max_model_len, enable_prefix_caching=backend.enable_prefix_caching,
-            block_size=backend.block_size or (CPU_BLOCK_SIZE if cpu else None), **backend.engine_kwargs,
+            block_size=backend.block_size or (CPU_BLOCK_SIZE if cpu else None), **memory, **backend.engine_kwargs,
         )
         try:
             gen_cfg = GenerationConfig.from_pretrained(path)
@@ -113,3 +115,23 @@ class VLLMBackend:
             shutdown = getattr(engine, "shutdown", None) or getattr(getattr(engine, "engine_core", None), "shutdown", None)
             if shutdown is not None:
                 shutdown()
+
+
+def _cpu_memory_kwargs(path: str, dtype: str, backend: BackendConfig) -> dict:
+    """vLLM-CPU gets an absolute KV cache size (see cpu_kv_cache.py), checked and logged before the engine starts."""
+    from rich.console import Console
+
+    from mcts_cot.backends.cpu_kv_cache import (
+        GIB,
+        cpu_kv_cache_bytes,
+        kv_bytes_per_token,
+        node_available_bytes,
+        requested_gib,
+    )
+
+    per_token = kv_bytes_per_token(path, dtype)
+    size = cpu_kv_cache_bytes(requested_gib(backend.cpu_kv_cache_gib), node_available_bytes(), per_token,
+                              backend.max_model_len)
+    Console(stderr=True).print(f"vLLM-CPU: KV cache {size / GIB:.2f} GiB ({size // per_token} tokens, {dtype})",
+                               highlight=False)
+    return {"kv_cache_memory_bytes": size}
