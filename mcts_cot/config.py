@@ -256,8 +256,13 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
         if dataclasses.is_dataclass(hint):
             rows += describe(hint, prefix + f.name + ".")
         else:
-            rows.append((prefix + f.name, repr(getattr(default, f.name)), f.metadata.get("help", "")))
+            rows.append((prefix + f.name, repr(getattr(default, f.name)), f.metadata.get("help", "") + _range_text(f)))
     return rows
+
+
+def _range_text(f: dataclasses.Field) -> str:
+    bounds = f.metadata.get("range", {})
+    return " [" + ", ".join(f"{_BOUNDS[name][0]} {bound:g}" for name, bound in bounds.items()) + "]" if bounds else ""
 
 
 # --------------------------------------------------------------------------------------------- sections

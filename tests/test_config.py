@@ -207,3 +207,11 @@ def test_every_shipped_config_is_in_range(path):
 
     cls = {"search": SearchConfig, "export": ExportConfig, "eval": EvalConfig}.get(path.parent.name, TrainConfig)
     load_config(cls, path)
+
+
+def test_describe_shows_each_range():
+    from mcts_cot.search import SearchConfig
+
+    helps = {key: text for key, _, text in describe(SearchConfig)}
+    assert helps["concurrent_trees"].endswith("[>= 1]") and helps["top_p"].endswith("[> 0, <= 1]")
+    assert not helps["model.name"].endswith("]")
