@@ -13,9 +13,10 @@ import typing
 
 from mcts_cot.config import ModelConfig, option, section
 from mcts_cot.errors import UserError
+from trainers.grpo import GRPOOptions
 from trainers.trackers import check_trackers
 
-Objective = typing.Literal["dpo", "cdpo", "simpo", "sft"]
+Objective = typing.Literal["dpo", "cdpo", "simpo", "sft", "grpo"]
 Reference = typing.Literal["cached", "live", "none"]
 
 
@@ -40,7 +41,7 @@ class TrainConfig:
         default_factory=lambda: ModelConfig(name=""),
         metadata={"help": "The model to train; an empty name means the data's `model` column."})
     data: str = option("", "Data dir written by `mcts-cot export-pairs` (pairs.jsonl, pairs_val.jsonl, sft.jsonl, sft_val.jsonl).")
-    objective: Objective = option("cdpo", "dpo (sigmoid), cdpo (label-smoothed DPO), simpo (reference-free, length-normalised) or sft (NLL on sft.jsonl).")
+    objective: Objective = option("cdpo", "dpo (sigmoid), cdpo (label-smoothed DPO), simpo (reference-free, length-normalised), sft (NLL on sft.jsonl) or grpo (online, verified rewards on grpo.problems; no --data; beta is the KL weight).")
     beta: float = option(0.1, "DPO/cDPO temperature β; for simpo the reward scale β (SimPO uses ~2.0).", gt=0)
     epsilon: typing.Union[float, str] = option(0.1, "cDPO/SimPO label smoothing ε: a float, or 'pairs' to read each pair's exported `epsilon` column (MCTS-DPO's visit confidence; it is 0.5, i.e. no preference signal, wherever both sides have equal visits). dpo always uses 0.", ge=0, lt=0.5)  # noqa: UP007
     alpha: float = option(1.0, "Weight of the NLL term on the chosen response (joint objective; 0 turns it off). Ignored by sft.", ge=0)
@@ -52,6 +53,7 @@ class TrainConfig:
     reference: Reference = option("cached", "cached: reference log-probs computed once and cached in the data dir (one model in memory); live: a frozen reference forward every step; none: simpo / sft only.")
     eot_token: str = option("auto", "Token appended to complete suffixes/completions: auto = the token that closes an assistant turn in the chat template (<|im_end|>, <|eot_id|>, ...), else eos. Partial steps get nothing.")
     lora: LoraConfig = section(LoraConfig, "LoRA adapters (peft).")
+    grpo: GRPOOptions = section(GRPOOptions, "objective grpo only: prompts, group size, sampling and reward weights (TRL GRPOTrainer).")
 
     learning_rate: float = option(5e-7, "Peak learning rate (AdamW).", ge=0)
     epochs: float = option(1.0, "Passes over the training file.", gt=0)

@@ -21,7 +21,7 @@ import torch
 from transformers import Trainer
 
 from mcts_cot.errors import UserError
-from trainers import losses, precision, prefix_sharing, reference
+from trainers import losses, precision, prefix_sharing, reference, tree_packing
 from trainers.config import TrainConfig
 from trainers.data import DataStats, ListDataset, PairCollator, end_of_turn_id, load_pairs, load_sft
 
@@ -119,6 +119,8 @@ class RunResult:
 
 
 def _data_files(cfg: TrainConfig) -> tuple[Path, Path | None]:
+    if not cfg.data:
+        raise UserError(f"objective {cfg.objective} trains on exported data: pass --data DATA_DIR")
     data = Path(cfg.data)
     stem = "sft" if cfg.objective == "sft" else "pairs"
     train, val = data / f"{stem}.jsonl", data / f"{stem}_val.jsonl"
@@ -188,7 +190,8 @@ def warmup_arguments(ratio: float, version: str | None = None) -> dict[str, floa
     return {"warmup_steps": ratio} if major >= 5 else {"warmup_ratio": ratio}
 
 
-def training_arguments(cfg: TrainConfig, out_dir: Path, has_eval: bool):
+def training_arguments(cfg: TrainConfig, out_dir: Path, has_eval: bool, cls=None, **extra):
+    """`TrainingArguments` (or a subclass such as `trl.GRPOConfig`, with its `extra` keys) from the config."""
     from transformers import TrainingArguments
 
     # CPU has to be said explicitly, or a multi-process CPU launch (torchrun) trains each process alone.
@@ -206,8 +209,9 @@ def training_arguments(cfg: TrainConfig, out_dir: Path, has_eval: bool):
         eval_strategy="steps" if cfg.eval_steps and has_eval else "no", eval_steps=cfg.eval_steps,
         deepspeed=cfg.deepspeed, ddp_find_unused_parameters=False, use_cpu=use_cpu,
     )
+    kwargs.update(extra)
     kwargs.update(cfg.trainer_kwargs)
-    return TrainingArguments(**kwargs)
+    return (cls or TrainingArguments)(**kwargs)
 
 
 def _resume_from(cfg: TrainConfig, out_dir: Path) -> str | None:
@@ -275,6 +279,10 @@ def run(cfg: TrainConfig, out_dir: str | Path) -> RunResult:
     from mcts_cot.io import write_json
 
     cfg.validate()
+    if cfg.objective == "grpo":  # online: samples its own completions from prompts, no exported data
+        from trainers import grpo
+
+        return grpo.run(cfg, out_dir)
     out_dir = Path(out_dir)
     train_file, val_file = _data_files(cfg)
     name = _model_name(cfg, train_file)
