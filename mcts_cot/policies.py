@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
-from mcts_cot.backends.base import Request
+from mcts_cot.backends.base import Completion, Request
 from mcts_cot.config import option
 from mcts_cot.errors import UserError
 from mcts_cot.tree import Node, TerminalReason, Tree
@@ -50,6 +50,30 @@ class Expansion:
     model: str = "main"
 
 
+class StepPolicy(Protocol):
+    """Everything a search strategy asks of a step policy; strategies never read the policy's config."""
+
+    max_path_tokens: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def path_tokens(self, tree: Tree, node: Node) -> int: ...
+
+    def expansions(self, tree: Tree, node: Node, sampling: dict, seed: int) -> list[Expansion]: ...
+
+    def child(self, exp: Expansion, completion: Completion) -> tuple[str, list[int]]: ...
+
+    def classify(self, tree: Tree, node: Node) -> TerminalReason | None: ...
+
+    def end_response(self, node: Node) -> TerminalReason: ...
+
+    def fixed_children(self, tree: Tree, node: Node) -> list[tuple[str, str]]: ...
+
+    def backtrack(self, tree: Tree, wrong: Node) -> list[tuple[Node, str]]: ...
+
+    def fixed_text(self, action: str, node_id: int) -> str: ...
+
+
 class Policy:
     """Shared logic: build requests, turn completions into nodes, decide terminals."""
 
@@ -57,8 +81,24 @@ class Policy:
         self.cfg = cfg
         self.tok = tokenizer
 
+    @property
+    def max_path_tokens(self) -> int:
+        return self.cfg.max_path_tokens
+
     def encode(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False) if text else []
+
+    def child(self, exp: Expansion, completion: Completion) -> tuple[str, list[int]]:
+        """Text and token ids of the node a completion becomes: the request's head, then what the model wrote."""
+        return exp.head_text + completion.text, exp.head_ids + completion.token_ids
+
+    def end_response(self, node: Node) -> TerminalReason:
+        """The terminal rule of a whole response (a rollout, a best-of-N sample): it ends with its answer
+        when it states one, else with why generation stopped."""
+        node.answer = extract_answer(node.text)
+        if node.answer is not None:
+            return "answer"
+        return node.finish if node.finish in ("eos", "length") else "max_tokens"
 
     def path_tokens(self, tree: Tree, node: Node) -> int:
         return sum(len(n.token_ids) for n in tree.path(node))
@@ -85,6 +125,9 @@ class Policy:
 
     def backtrack(self, tree: Tree, wrong: Node) -> list[tuple[Node, str]]:
         return []
+
+    def fixed_text(self, action: str, node_id: int) -> str:
+        raise NotImplementedError(f"{type(self).__name__} has no fixed-text actions")
 
 
 class PlainPolicy(Policy):
@@ -141,6 +184,13 @@ class TypedPolicy(Policy):
             out.append(Expansion(node=node, request=req, action=action, head_ids=head_ids, head_text=head,
                                  model=spec.get("model", "main")))
         return out
+
+    def child(self, exp: Expansion, completion: Completion) -> tuple[str, list[int]]:
+        """An action its close tag stopped gets the separator, so the next action starts on a new line."""
+        text, ids = super().child(exp, completion)
+        if completion.finish != "stop" or exp.action not in self.cfg.actions:
+            return text, ids
+        return text + self.cfg.separator, ids + self.encode(self.cfg.separator)
 
     def fixed_children(self, tree: Tree, node: Node) -> list[tuple[str, str]]:
         """(action, text) of fixed-text children the transition table gives `node`."""

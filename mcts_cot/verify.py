@@ -3,8 +3,8 @@
 Why a pool of processes and not a call to `math_verify.verify`:
 
 - math-verify's own timeout is `signal.alarm`, which raises "signal only works in main thread" off the main
-  thread (Math-Verify #50, #55) — and the search drives verification from a background thread so that it
-  overlaps the next generation wave.
+  thread (Math-Verify #50, #55) — and eval verifies from a background thread so that checking one chunk
+  overlaps generating the next (the search waits for its verdicts: they decide what it expands next).
 - Even on the main thread the alarm cannot interrupt work done in C: a power tower such as
   `9^{9^{9^{9^{9}}}}` freezes verification (#59), a nested-log expression hangs and eats memory (#63), and
   `\\dfrac{5^{(5^{(5^{5^5})} - 4)} - 5}{16}` (#65) parses at once but hangs whatever compares, prints or
@@ -36,7 +36,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import Any, Protocol
 
 from mcts_cot.config import VerifyConfig
 from mcts_cot.errors import UserError
@@ -47,6 +47,13 @@ from mcts_cot.tree import Verdict
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _PHRASE = re.compile(r"answer\s*(?:is\b\s*:?|:)[ \t]*([^\n]*)", re.IGNORECASE)
 _WRAPPERS = ("**", "$", "\\(", "\\)", "\\[", "\\]")
+
+
+class AnswerVerifier(Protocol):
+    """What the search and eval need of a verifier: one verdict per (gold, predicted answer) item, in order.
+    `Verifier` is the real one; tests pass exact-match fakes."""
+
+    def verify_batch(self, items: list[tuple[str, str | None]]) -> list[Verdict]: ...
 
 
 def extract_answer(text: str) -> str | None:

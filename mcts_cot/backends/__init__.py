@@ -6,19 +6,23 @@ machines), and nothing here imports torch until a backend is built.
 
 from __future__ import annotations
 
-from mcts_cot.backends.base import Backend, BackendStats, Completion, Request
+from collections.abc import Callable
+
+from mcts_cot.backends.base import Backend, BackendStats, Completion, Request, stable_seed
 from mcts_cot.config import BackendConfig, ModelConfig
 
-__all__ = ["Backend", "BackendStats", "Completion", "Request", "derive_seed", "make_backend"]
+__all__ = ["Backend", "BackendFactory", "BackendStats", "Completion", "Request", "make_backend", "scripted_factory", "stable_seed"]
+
+
+BackendFactory = Callable[[ModelConfig, BackendConfig], Backend]
+"""What builds a stage's engine: `make_backend`, an engine pool that shares engines between stages, or a
+scripted factory in tests. Every command and workflow takes one, so nothing replaces `make_backend` at run time."""
 
 
 def make_backend(model: ModelConfig, backend: BackendConfig, script=None) -> Backend:
-    """Build the backend named by `backend.name` for `model`. `script` is for the scripted backend only."""
-    if backend.name == "scripted":
-        from mcts_cot.backends.scripted import ScriptedBackend, default_script
-        from mcts_cot.models import load_tokenizer
-
-        return ScriptedBackend(load_tokenizer(model.name), script or default_script)
+    """Build the backend named by `backend.name` for `model` (scripted: the default script)."""
+    if backend.name == "scripted" or script is not None:
+        return scripted_factory(script)(model, backend)
     if backend.name == "hf":
         from mcts_cot.backends.hf_backend import HFBackend
 
@@ -28,8 +32,14 @@ def make_backend(model: ModelConfig, backend: BackendConfig, script=None) -> Bac
     return VLLMBackend(model, backend)
 
 
-def derive_seed(*parts: object) -> int:
-    """A 31-bit seed from any parts (backend seed, call number, request index), stable across runs."""
-    import hashlib
+def scripted_factory(script=None) -> BackendFactory:
+    """A factory of scripted backends answering with `script` (default: made-up arithmetic), whatever
+    backend the config names: for tests and dry runs."""
 
-    return int.from_bytes(hashlib.sha256("\x00".join(map(str, parts)).encode()).digest()[:4], "big") >> 1
+    def make(model: ModelConfig, backend: BackendConfig) -> Backend:
+        from mcts_cot.backends.scripted import ScriptedBackend, default_script
+        from mcts_cot.models import load_tokenizer
+
+        return ScriptedBackend(load_tokenizer(model.name), script or default_script)
+
+    return make

@@ -6,7 +6,8 @@ Requests carry token ids, never text, so the search, the export and the trainer 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 FinishReason = Literal["stop", "length", "eos"]
@@ -45,7 +46,6 @@ class BackendStats:
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
     seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
 
     @property
     def cache_hit_rate(self) -> float | None:
@@ -54,6 +54,12 @@ class BackendStats:
     @property
     def tokens_per_s(self) -> float:
         return self.generated_tokens / self.seconds if self.seconds else 0.0
+
+
+def stable_seed(*parts: object) -> int:
+    """A 31-bit seed from any parts (a run seed, a problem id, a node id, a call number), equal across runs
+    and machines: what makes a tree's samples independent of its batch-mates and of resumption."""
+    return int.from_bytes(hashlib.sha256("\x00".join(map(str, parts)).encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
 def stop_end(text: str, stops: tuple[str, ...] | list[str]) -> int | None:
@@ -77,5 +83,11 @@ class Backend(Protocol):
     stats: BackendStats
 
     def generate(self, requests: list[Request]) -> list[list[Completion]]: ...
+
+    def reset(self) -> None:
+        """Count afresh (stats, and the call number that unseeded requests derive their seed from), as a
+        newly started engine would: an engine shared by several stages gives each the same samples and
+        figures as its own engine."""
+        ...
 
     def close(self) -> None: ...

@@ -26,8 +26,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from mcts_cot.backends import derive_seed
-from mcts_cot.backends.base import BackendStats, Completion, Request, eos_token_ids, stop_end
+from mcts_cot.backends.base import BackendStats, Completion, Request, eos_token_ids, stable_seed, stop_end
 from mcts_cot.config import BackendConfig, ModelConfig
 from mcts_cot.models import load_tokenizer, resolve_dtype, resolve_model
 
@@ -101,7 +100,7 @@ class HFBackend:
         for batch in self._batches(requests):
             seed = requests[batch[0]].seed
             if seed is None:
-                seed = derive_seed(self.seed, self._calls)
+                seed = stable_seed(self.seed, self._calls)
             self._calls += 1
             for i, completions in zip(batch, self._generate_batch([requests[i] for i in batch], seed), strict=True):
                 results[i] = completions
@@ -176,6 +175,10 @@ class HFBackend:
             else:
                 lo = mid + 1
         return lo
+
+    def reset(self) -> None:
+        self.stats = BackendStats()
+        self._calls = 0
 
     def close(self) -> None:
         self.model = None

@@ -59,5 +59,8 @@ class ScriptedBackend:
         self.stats.generated_tokens += len(ids)
         return Completion(token_ids=ids, text=text, logprob=-0.1 * len(ids), finish=finish)
 
+    def reset(self) -> None:
+        self.stats = BackendStats()
+
     def close(self) -> None:
         pass

@@ -18,8 +18,7 @@ from __future__ import annotations
 import os
 import time
 
-from mcts_cot.backends import derive_seed
-from mcts_cot.backends.base import BackendStats, Completion, Request, eos_token_ids
+from mcts_cot.backends.base import BackendStats, Completion, Request, eos_token_ids, stable_seed
 from mcts_cot.config import BackendConfig, ModelConfig
 from mcts_cot.models import load_tokenizer, resolve_dtype, resolve_model
 
@@ -72,7 +71,7 @@ class VLLMBackend:
     def _seed(self, req: Request, index: int) -> int | None:
         if not self.per_request_seeds:
             return None
-        return req.seed if req.seed is not None else derive_seed(self.seed, self._calls, index)
+        return req.seed if req.seed is not None else stable_seed(self.seed, self._calls, index)
 
     def generate(self, requests: list[Request]) -> list[list[Completion]]:
         from vllm.inputs import TokensPrompt
@@ -106,6 +105,10 @@ class VLLMBackend:
         logprob = sum(out.logprobs[i][tok].logprob for i, tok in enumerate(ids)) if out.logprobs else 0.0
         self.stats.generated_tokens += len(ids)
         return Completion(token_ids=ids, text=out.text, logprob=float(logprob), finish=finish)
+
+    def reset(self) -> None:
+        self.stats = BackendStats()
+        self._calls = 0
 
     def close(self) -> None:
         """Shut the engine process down now rather than at interpreter exit."""

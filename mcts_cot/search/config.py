@@ -1,0 +1,97 @@
+"""The `search` command's configuration: which strategy grows the trees, and the sections every strategy reads.
+
+Strategies (`strategy`) are peers: MCTS (`mcts.py`) and best-of-N (`best_of_n.py`) read the same model,
+prompt, policy (step boundaries and the terminal rule), reward and budget sections, so a comparison between
+them is like for like by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from mcts_cot.config import (
+    BackendConfig,
+    ModelConfig,
+    ProblemsConfig,
+    PromptConfig,
+    VerifyConfig,
+    option,
+    section,
+)
+from mcts_cot.policies import PolicyConfig
+
+
+@dataclass
+class SelectionConfig:
+    """Which leaf a tree expands next."""
+
+    rule: Literal["uct", "puct"] = option("uct", "uct: Q + c·sqrt(2 ln N_parent / N) (the paper's code); puct: Q + c·prior·sqrt(N_parent)/(1+N) with a length-normalised prior (MCTS-DPO).")
+    c: float = option(1.414, "Exploration constant (1.414 reproduces the paper's code; MCTS-DPO's PUCT uses 1.0).", ge=0)
+    length_penalty: float = option(1.25, "puct: prior = softmax over siblings of logprob / tokens^length_penalty.", ge=0)
+    leaves_per_tree: int = option(1, "Leaves a tree expands per wave; more than 1 uses virtual loss to spread them.", ge=1)
+
+
+@dataclass
+class BudgetConfig:
+    """When a tree stops (the paper's rule, all numbers configurable) and global limits."""
+
+    success_correct: int = option(8, "Success once this many distinct correct leaves exist.", ge=1)
+    min_rollouts: int = option(32, "... or once more than this many rollouts ...", ge=0)
+    success_correct_after_min: int = option(4, "... have found at least this many correct leaves.", ge=1)
+    max_rollouts: int = option(128, "Give up after this many rollouts (a rollout = one terminal backed up).", ge=1)
+    max_total_tokens: int | None = option(None, "Stop the whole run after this many generated tokens (live trees are written as stopped).", ge=1)
+    max_wall_s: float | None = option(None, "Stop the whole run after this many seconds (live trees are written as stopped).", gt=0)
+
+
+@dataclass
+class RewardConfig:
+    """Rewards backed up from terminal nodes. Unverifiable answers get the wrong-answer reward: a result that
+    could not be checked is never rewarded as correct."""
+
+    correct: float = option(1.0, "Reward of a verified-correct answer.")
+    wrong: float = option(0.0, "Reward of a wrong (or unverifiable) answer.")
+    no_answer: float = option(0.0, "Reward of a path that ended without a final answer.")
+
+
+@dataclass
+class BestOfNSettings:
+    """strategy best_of_n: whole responses sampled from the root, each ended by the policy's terminal rule and
+    backed up as one rollout. A tree samples `n` responses, or `wave` at a time until it has generated
+    `tokens_per_problem` tokens (so equal-token comparisons with MCTS are per problem, independent of the run)."""
+
+    n: int | None = option(None, "Samples per problem, in one request (null: sample to tokens_per_problem).", ge=1)
+    tokens_per_problem: int | None = option(None, "Sample until this many generated tokens per problem (when n is null).", ge=1)
+    wave: int = option(2, "Samples per request when sampling to a token budget.", ge=1)
+    max_n: int = option(256, "Most samples per problem when sampling to a token budget.", ge=1)
+
+
+@dataclass
+class SearchConfig:
+    """`mcts-cot search`: grow one verified tree per problem (MCTS, or best-of-N as its baseline)."""
+
+    strategy: Literal["mcts", "best_of_n"] = option("mcts", "How a tree grows: mcts (selection, expansion, backup) or best_of_n (whole samples from the root; see best_of_n.*).")
+
+    model: ModelConfig = section(ModelConfig, "The generating model.")
+    critic_model: str | None = option(None, "typed: a second model for actions marked `model: critic` (the paper uses another model for double-check / reflection).")
+    backend: BackendConfig = section(BackendConfig, "Generation engine.")
+    prompt: PromptConfig = section(PromptConfig, "Chat prompt.")
+    problems: ProblemsConfig = section(lambda: ProblemsConfig(split="train"), "Problems to search.")
+    verify: VerifyConfig = section(VerifyConfig, "Answer verification pool.")
+    policy: PolicyConfig = section(PolicyConfig, "Step policy.")
+    selection: SelectionConfig = section(SelectionConfig, "Leaf selection.")
+    budget: BudgetConfig = section(BudgetConfig, "Per-tree and global budgets.")
+    reward: RewardConfig = section(RewardConfig, "Rewards.")
+    best_of_n: BestOfNSettings = section(BestOfNSettings, "strategy best_of_n: how many samples per problem.")
+    temperature: float = option(0.7, "Sampling temperature of expansions (the paper: 0.7).", ge=0)
+    top_p: float = option(0.9, "Nucleus mass of expansions (the paper: 0.9).", gt=0, le=1)
+    rollout: Literal["none", "sample", "greedy"] = option("none", "From each new non-terminal node, also generate straight to an answer (kept as a real node), or not.")
+    rollout_max_tokens: int = option(512, "Most tokens of one rollout.", ge=1)
+    concurrent_trees: int = option(64, "Trees grown at once; their requests share one backend call per wave.", ge=1)
+    seed: int = option(0, "Seed of selection tie-breaks and of every sampling request.", ge=0)
+    out: str = option("runs/search", "Run dir (--out).")
+
+
+# Keys that may change between a run and its resumption without changing what a tree becomes.
+RESUMABLE_KEYS = ("problems.limit", "budget.max_total_tokens", "budget.max_wall_s", "concurrent_trees",
+                  "backend.gpu_memory_utilization", "backend.cpu_kv_cache_gib", "backend.batch_size", "verify.workers", "out")

@@ -1,0 +1,102 @@
+"""The engine: many trees grown at once, in waves, over one backend and one verifier.
+
+Each wave every live tree plans its requests (its strategy decides which), ALL requests of the wave go to one
+backend call (vLLM batches them), every new terminal is verified in one batch and scored, and a tree whose
+strategy says it is done is handed over at once, its slot going to the next problem.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from mcts_cot.backends.base import Backend
+from mcts_cot.policies import make_policy
+from mcts_cot.problems import Problem
+from mcts_cot.search import best_of_n
+from mcts_cot.search.best_of_n import BestOfN
+from mcts_cot.search.config import SearchConfig
+from mcts_cot.search.growth import TreeGrower
+from mcts_cot.search.mcts import TreeSearch
+from mcts_cot.tree import Node, Tree
+from mcts_cot.verify import AnswerVerifier
+
+STRATEGIES = {"mcts": TreeSearch, "best_of_n": BestOfN}
+
+
+@dataclass
+class WaveReport:
+    finished: list[Tree]
+    generated_tokens: int
+
+
+class Engine:
+    """Grows many trees of one strategy in lock-step waves over one backend (two with a critic model) and one
+    verifier."""
+
+    def __init__(self, cfg: SearchConfig, backends: dict[str, Backend], verifier: AnswerVerifier, tokenizer):
+        if cfg.strategy == "best_of_n":
+            best_of_n.check(cfg)
+        self.cfg, self.backends, self.verifier, self.tok = cfg, backends, verifier, tokenizer
+        self.policy = make_policy(cfg.policy, tokenizer, cfg.seed)
+        self.grower = STRATEGIES[cfg.strategy]
+        self.waves = 0
+
+    def start(self, problem: Problem) -> TreeGrower:
+        from mcts_cot.prompts import prompt_ids
+
+        ids = prompt_ids(self.tok, self.cfg.prompt, problem.problem)
+        return self.grower(problem, ids, self.tok.decode(ids), self.policy, self.cfg)
+
+    def wave(self, live: list[TreeGrower]) -> WaveReport:
+        """One wave: plan every live tree, generate in one call per backend, verify, back up."""
+        self.waves += 1
+        planned = [(ts, exp) for ts in live for exp in ts.plan()]
+        tokens = 0
+        terminals: list[tuple[TreeGrower, Node]] = []
+        for model, items in _group(planned, key=lambda it: it[1].model if it[1].model in self.backends else "main").items():
+            results = self.backends[model].generate([exp.request for _, exp in items])
+            for (ts, exp), comps in zip(items, results, strict=True):
+                tokens += sum(len(c.token_ids) for c in comps)
+                terminals += [(ts, node) for node in ts.grow(exp, comps)]
+        verdicts = self.verifier.verify_batch([(ts.problem.answer, node.answer) for ts, node in terminals])
+        for (ts, node), verdict in zip(terminals, verdicts, strict=True):
+            ts.score(node, verdict if node.terminal == "answer" else "no_answer")
+        finished = [ts.finish(*done) for ts in live if (done := ts.outcome())]
+        return WaveReport(finished=finished, generated_tokens=tokens)
+
+
+def _group(items: list, key) -> dict:
+    out: dict = {}
+    for it in items:
+        out.setdefault(key(it), []).append(it)
+    return out
+
+
+def run_waves(engine: Engine, problems: list[Problem], on_finished, on_wave=None) -> dict:
+    """Keep up to `concurrent_trees` trees live; finished trees go to `on_finished` at once and free their
+    slot. Global token / wall-time limits stop the run and hand the live trees over as `stopped`."""
+    cfg = engine.cfg
+    queue, live = deque(problems), []
+    start, tokens, stopped = time.perf_counter(), 0, None
+    while queue or live:
+        while queue and len(live) < cfg.concurrent_trees:
+            live.append(engine.start(queue.popleft()))
+        report = engine.wave(live)
+        tokens += report.generated_tokens
+        done_ids = {id(t) for t in report.finished}
+        live = [ts for ts in live if id(ts.tree) not in done_ids]
+        on_finished(report.finished)
+        if on_wave:
+            on_wave(engine.waves, tokens, len(live))
+        elapsed = time.perf_counter() - start
+        if cfg.budget.max_total_tokens is not None and tokens >= cfg.budget.max_total_tokens:
+            stopped = f"global token limit {cfg.budget.max_total_tokens} reached"
+        elif cfg.budget.max_wall_s is not None and elapsed >= cfg.budget.max_wall_s:
+            stopped = f"global wall-time limit {cfg.budget.max_wall_s}s reached"
+        if stopped:
+            on_finished([ts.finish("stopped", stopped) for ts in live])
+            break
+    return {"waves": engine.waves, "generated_tokens": tokens, "seconds": time.perf_counter() - start,
+            "stopped": stopped, "unstarted": len(queue)}

@@ -1,0 +1,178 @@
+"""MCTS over reasoning steps: UCT or PUCT selection, expansion by the step policy, optional rollouts, and the
+paper's per-tree budget. Verification and backup are shared with every strategy (`growth.py`).
+
+A tree's growth depends only on its own problem and seed (each request carries a seed derived from the
+tree and node), so a resumed run grows the same trees as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+
+from mcts_cot.backends.base import Completion, Request, stable_seed
+from mcts_cot.policies import Expansion, StepPolicy
+from mcts_cot.problems import Problem
+from mcts_cot.search.config import SearchConfig
+from mcts_cot.search.growth import Growth
+from mcts_cot.tree import Node
+
+
+class TreeSearch(Growth):
+    """MCTS on one problem's tree: selection, expansion, rollouts and the paper's per-tree budget."""
+
+    def __init__(self, problem: Problem, prompt_ids: list[int], prompt_text: str, policy: StepPolicy,
+                 cfg: SearchConfig):
+        super().__init__(problem, prompt_ids, prompt_text, policy, cfg)
+        self.rng = random.Random(self.seed)
+        self.expanded: set[int] = set()
+        self.exhausted: set[int] = set()
+        self.virtual: Counter[int] = Counter()
+        self.rollout_queue: list[Node] = []
+        self.idle = False
+
+    # ---------------------------------------------------------------------------------- selection
+
+    def plan(self) -> list[Expansion]:
+        """This wave's requests: rollouts queued last wave, then up to `leaves_per_tree` selected leaves."""
+        self.virtual.clear()
+        out = [self._rollout(node) for node in self.rollout_queue]
+        self.rollout_queue = []
+        busy: set[int] = set()
+        for _ in range(self.cfg.selection.leaves_per_tree):
+            leaf = self._select(busy)
+            if leaf is None:
+                break
+            busy.add(leaf.id)
+            out += self._expand(leaf)
+        self.idle = not out
+        if out:
+            self.stats["waves"] += 1
+        return out
+
+    def _select(self, busy: set[int]) -> Node | None:
+        """Descend from the root through expanded nodes to an unexpanded one, adding virtual visits."""
+        nodes, expanded, exhausted = self.tree.nodes, self.expanded, self.exhausted
+        node = self.tree.root
+        path = [node.id]
+        while node.id in expanded:
+            kids = [nodes[i] for i in node.children if i not in exhausted and i not in busy]
+            if not kids:
+                return None
+            node = self.pick(node, kids)
+            path.append(node.id)
+        for i in path:
+            self.virtual[i] += 1
+        return node
+
+    def pick(self, parent: Node, kids: list[Node]) -> Node:
+        """UCT or PUCT over `kids`; unvisited children first (UCT); exact ties broken by the tree's RNG."""
+        virtual = self.virtual
+        visits = [c.N + virtual[c.id] for c in kids]
+        sel = self.cfg.selection
+        n_parent = max(1, parent.N + virtual[parent.id])
+        if sel.rule == "uct":
+            if 0 in visits:
+                return self.rng.choice([c for c, v in zip(kids, visits, strict=True) if v == 0])
+            explore = 2 * math.log(n_parent)
+            scores = [c.W / v + sel.c * math.sqrt(explore / v) for c, v in zip(kids, visits, strict=True)]
+        else:
+            scores = [(c.W / v if v else 0.0) + sel.c * p * math.sqrt(n_parent) / (1 + v)
+                      for c, v, p in zip(kids, visits, self._priors(kids), strict=True)]
+        best = max(scores)
+        return self.rng.choice([c for c, s in zip(kids, scores, strict=True) if s >= best - 1e-12])
+
+    def _priors(self, kids: list[Node]) -> list[float]:
+        logits = [c.logprob / max(1, len(c.token_ids)) ** self.cfg.selection.length_penalty for c in kids]
+        top = max(logits)
+        weights = [math.exp(x - top) for x in logits]
+        return [w / sum(weights) for w in weights]
+
+    # ---------------------------------------------------------------------------------- growth
+
+    def _expand(self, leaf: Node) -> list[Expansion]:
+        self.expanded.add(leaf.id)
+        self.stats["expansions"] += 1
+        for action, text in self.policy.fixed_children(self.tree, leaf):
+            self._add_fixed(leaf, action, text)
+        sampling = {"temperature": self.cfg.temperature, "top_p": self.cfg.top_p}
+        exps = self.policy.expansions(self.tree, leaf, sampling, stable_seed(self.seed, leaf.id))
+        if not exps:
+            self._refresh_exhausted(leaf)
+        return exps
+
+    def _add_fixed(self, parent: Node, action: str, text: str) -> Node:
+        node = self.tree.add(parent, kind=action, text=text, token_ids=self.policy.encode(text))
+        self._refresh_exhausted(parent)
+        return node
+
+    def _rollout(self, node: Node) -> Expansion:
+        budget = max(1, min(self.cfg.rollout_max_tokens, self.policy.max_path_tokens - self.policy.path_tokens(self.tree, node)))
+        temperature = 0.0 if self.cfg.rollout == "greedy" else self.cfg.temperature
+        req = Request(prompt_ids=self.tree.prompt_ids + self.tree.path_ids(node), n=1, max_tokens=budget,
+                      temperature=temperature, top_p=self.cfg.top_p, seed=stable_seed(self.seed, node.id, "rollout"))
+        return Expansion(node=node, request=req, action="rollout", head_ids=[], head_text="")
+
+    def grow(self, exp: Expansion, completions: list[Completion]) -> list[Node]:
+        """Add the completions of one expansion as children (identical siblings merged); return the new
+        terminal nodes, which the engine verifies and backs up."""
+        parent = exp.node
+        seen = {c.text for c in self.tree.children(parent) if c.kind == exp.action}
+        terminals = []
+        rollout = exp.action == "rollout"
+        for comp in completions:
+            self.stats["generated_tokens"] += len(comp.token_ids)
+            text, ids = self.policy.child(exp, comp)
+            if text in seen:
+                self.stats["merged"] += 1
+                continue
+            seen.add(text)
+            node = self.tree.add(parent, kind=exp.action, text=text, logprob=comp.logprob, finish=comp.finish,
+                                 token_ids=ids)
+            node.terminal = self.policy.end_response(node) if rollout else self.policy.classify(self.tree, node)
+            if node.terminal is not None:
+                self.exhausted.add(node.id)
+                terminals.append(node)
+            elif self.cfg.rollout != "none":
+                self.rollout_queue.append(node)
+        self._refresh_exhausted(parent)
+        return terminals
+
+    def _refresh_exhausted(self, node: Node) -> None:
+        """A node is exhausted when it is expanded and every child is exhausted (or terminal). Walks up only
+        while a node's state changes: an ancestor's state depends on its children's states alone."""
+        nodes, expanded, exhausted = self.tree.nodes, self.expanded, self.exhausted
+        while node is not None:
+            now = node.id in expanded and all(i in exhausted for i in node.children)
+            if now == (node.id in exhausted):
+                return
+            if now:
+                exhausted.add(node.id)
+            else:
+                exhausted.discard(node.id)
+            node = nodes[node.parent] if node.parent is not None else None
+
+    # ---------------------------------------------------------------------------------- backup
+
+    def score(self, node: Node, verdict: str) -> None:
+        """The shared backup, then error backtracking: a wrong answer may add children higher up (typed)."""
+        super().score(node, verdict)
+        if verdict in ("wrong", "unverifiable"):
+            for anc, action in self.policy.backtrack(self.tree, node):
+                self._add_fixed(anc, action, self.policy.fixed_text(action, len(self.tree.nodes)))
+
+    def outcome(self) -> tuple[str, str] | None:
+        """(status, reason) once the tree is done, else None: the paper's per-tree budget rule."""
+        b, s = self.cfg.budget, self.stats
+        if s["correct"] >= b.success_correct:
+            return "success", f"{s['correct']} correct leaves (>= {b.success_correct})"
+        if s["rollouts"] > b.min_rollouts and s["correct"] >= b.success_correct_after_min:
+            return "success", f"{s['correct']} correct leaves after {s['rollouts']} rollouts"
+        if s["rollouts"] >= b.max_rollouts:
+            return "failure", f"{s['rollouts']} rollouts (budget {b.max_rollouts}) with {s['correct']} correct"
+        if self.tree.root.id in self.exhausted:
+            return "failure", f"tree exhausted after {s['rollouts']} rollouts with {s['correct']} correct"
+        if self.idle and not self.rollout_queue:
+            return "failure", f"no expandable leaf after {s['rollouts']} rollouts"
+        return None
