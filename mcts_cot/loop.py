@@ -272,7 +272,7 @@ class Runner:
         return m
 
     def eval(self, name: str, cfg, out: Path) -> dict:
-        from mcts_cot.evaluate import run_eval
+        from mcts_cot.evaluate import run_eval, with_interval
 
         cfg.out = str(out)
         if _same_config(out, cfg, "summary.json"):
@@ -280,7 +280,8 @@ class Runner:
             return orjson_loads(out / "summary.json")
         with self._timed(name):
             summary = run_eval(cfg, out, script=self.script, console=self.console)
-        self.console.print(f"{name}: accuracy {summary['accuracy']:.1%}, no answer {summary['no_answer_rate']:.1%} ({out})")
+        self.console.print(f"{name}: accuracy {with_interval(summary['accuracy'], summary['problem_count'])}, "
+                           f"no answer {summary['no_answer_rate']:.1%} ({out})")
         return summary
 
 
@@ -763,6 +764,7 @@ def run_compare(run_dir: str | Path, out: str | Path, cfg: CompareConfig, consol
             summary = runner.eval(f"{name}: eval", ev, out / f"eval-{name}")
             result[name].update({"pairs": report["rows"]["pairs"], "sft_rows": report["rows"]["sft"],
                                  "trained_accuracy": summary["accuracy"], "trained_no_answer": summary["no_answer_rate"],
+                                 "trained_problems": summary["problem_count"],
                                  "eval_dir": str(out / f"eval-{name}")})
     result["stage_seconds"] = runner.times
     result["wall_seconds"] = round(time.perf_counter() - start, 1)
@@ -777,6 +779,8 @@ def _tree_ids(run_dir: Path) -> list[str]:
 
 
 def compare_table(result: dict) -> Table:
+    from mcts_cot.evaluate import INTERVAL_NOTE, with_interval
+
     table = Table(title="MCTS vs best-of-N at equal generated tokens")
     cols = ["method", "generated tokens", "solved", "solve rate", "correct leaves"]
     trained = "trained_accuracy" in result["mcts"]
@@ -788,9 +792,9 @@ def compare_table(result: dict) -> Table:
         r = result[name]
         cells = [label, str(r["generated_tokens"]), f"{r['solved']}/{r['problems']}", f"{r['solve_rate']:.1%}", str(r["correct_leaves"])]
         if trained:
-            cells += [str(r["pairs"]), f"{r['trained_accuracy']:.1%} ({r['trained_no_answer']:.1%})"]
+            cells += [str(r["pairs"]), f"{with_interval(r['trained_accuracy'], r['trained_problems'])} ({r['trained_no_answer']:.1%})"]
         table.add_row(*cells)
-    table.caption = f"MCTS / best-of-N solved: {result['solve_ratio']:.2f}×"
+    table.caption = f"MCTS / best-of-N solved: {result['solve_ratio']:.2f}×" + (f"; {INTERVAL_NOTE}" if trained else "")
     return table
 
 

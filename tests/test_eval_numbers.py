@@ -75,3 +75,19 @@ def test_loop_and_ladder_tables_print_intervals():
     text = _cells(before_after_table([row]))
     assert text.count("50.0% [40.4–59.6]") == 2 and "60.0% [50.2–69.1]" in text and "cannot seed" in text
     assert "50.0% [40.4–59.6]" in _cells(ladder_table([row]))
+
+
+def test_compare_table_and_stage_lines_print_intervals(tiny_model_dir, tmp_path):
+    from rich.console import Console
+
+    from mcts_cot.loop import Runner, compare_table
+
+    side = {"generated_tokens": 10, "solved": 5, "problems": 10, "solve_rate": 0.5, "correct_leaves": 7, "pairs": 3,
+            "trained_accuracy": 0.5, "trained_no_answer": 0.1, "trained_problems": 100, "samples_per_problem": 4.0}
+    table = compare_table({"mcts": side, "best_of_n": side, "solve_ratio": 1.0})
+    assert "50.0% [40.4–59.6] (10.0%)" in _cells(table)
+    console = Console(record=True, width=200)
+    cfg = load_config(EvalConfig, None, None, **{"model.name": str(tiny_model_dir), "backend.name": "scripted",
+                                                  "problems.source": "builtin:arithmetic:2", "verify.workers": 1})
+    Runner(console).eval("base: greedy eval", cfg, tmp_path / "eval")
+    assert "% [" in console.export_text()
