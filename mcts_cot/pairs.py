@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from mcts_cot.config import option
+from mcts_cot.rows import PairRow, SFTRow
 from mcts_cot.tree import Node, Tree
 
 Rank = Literal["shortest", "medium", "longest"]
@@ -104,7 +105,7 @@ def _rank_slice(rank: Rank, n: int, k: int) -> range:
     return range(start, min(n, start + k))
 
 
-def sft_rows(f: Facts, cfg: SftPaths) -> tuple[list[dict[str, Any]], Counter]:
+def sft_rows(f: Facts, cfg: SftPaths) -> tuple[list[SFTRow], Counter]:
     """The selected ranks of the problem's distinct correct paths; a path picked by two ranks is kept once,
     labelled with the first rank in `select` that picked it."""
     picked: dict[int, Rank] = {}
@@ -119,9 +120,9 @@ def sft_rows(f: Facts, cfg: SftPaths) -> tuple[list[dict[str, Any]], Counter]:
         end = f.correct[i]
         path = f.tree.path(end)
         ids = _ids(path)
-        rows.append({"problem_id": f.tree.problem["id"], "prompt": f.tree.prompt_text, "completion": _text(path),
-                     "prompt_ids": list(f.tree.prompt_ids), "completion_ids": ids,
-                     "complete": end.terminal == "answer", "rank": rank, "num_tokens": len(ids)})
+        rows.append(SFTRow(problem_id=f.tree.problem["id"], prompt=f.tree.prompt_text, completion=_text(path),
+                           prompt_ids=list(f.tree.prompt_ids), completion_ids=ids,
+                           complete=end.terminal == "answer", rank=rank, num_tokens=len(ids)))
     return rows, +counts
 
 
@@ -211,7 +212,7 @@ def _divergence(a: list[Node], b: list[Node]) -> int:
     return k
 
 
-def pair_row(tree: Tree, strategy: str, chosen: Node, rejected: Node) -> dict[str, Any] | None:
+def pair_row(tree: Tree, strategy: str, chosen: Node, rejected: Node) -> PairRow | None:
     """The TRL-loadable row of a pair, or None when one path contains the other (an empty suffix).
 
     prompt + chosen is the concatenated text of the full chosen path, and prompt_ids + prefix_ids + chosen_ids
@@ -224,22 +225,21 @@ def pair_row(tree: Tree, strategy: str, chosen: Node, rejected: Node) -> dict[st
         return None
     shared, cw, cl = a[:k], a[k], b[k]
     confidence = 1 / (1 + cl.N / max(1, cw.N))
-    return {
-        "problem_id": tree.problem["id"], "strategy": strategy,
-        "prompt": tree.prompt_text + _text(shared), "chosen": _text(a[k:]), "rejected": _text(b[k:]),
-        "prompt_ids": list(tree.prompt_ids), "prefix_ids": _ids(shared),
-        "chosen_ids": _ids(a[k:]), "rejected_ids": _ids(b[k:]),
-        "chosen_complete": chosen.terminal == "answer", "rejected_complete": rejected.terminal == "answer",
-        "chosen_q": cw.Q, "rejected_q": cl.Q, "chosen_n": cw.N, "rejected_n": cl.N,
-        "confidence": confidence, "epsilon": min(1 - confidence, 0.5),
-    }
+    return PairRow(
+        problem_id=tree.problem["id"], strategy=strategy,
+        prompt=tree.prompt_text + _text(shared), chosen=_text(a[k:]), rejected=_text(b[k:]),
+        prompt_ids=list(tree.prompt_ids), prefix_ids=_ids(shared), chosen_ids=_ids(a[k:]), rejected_ids=_ids(b[k:]),
+        chosen_complete=chosen.terminal == "answer", rejected_complete=rejected.terminal == "answer",
+        chosen_q=cw.Q, rejected_q=cl.Q, chosen_n=cw.N, rejected_n=cl.N,
+        confidence=confidence, epsilon=min(1 - confidence, 0.5),
+    )
 
 
 def pair_rows(f: Facts, strategies: list[str], configs: dict[str, Any],
-              max_per_problem: int | None) -> tuple[list[dict[str, Any]], dict[str, Counter]]:
+              max_per_problem: int | None) -> tuple[list[PairRow], dict[str, Counter]]:
     """Run the strategies in order and keep their candidates unless a suffix is empty, the suffixes are equal,
     an end is unverifiable, an earlier strategy already made the same pair, or a cap is reached."""
-    rows: list[dict[str, Any]] = []
+    rows: list[PairRow] = []
     seen: set[tuple] = set()
     counts: dict[str, Counter] = {}
     for name in strategies:
@@ -257,7 +257,7 @@ def pair_rows(f: Facts, strategies: list[str], configs: dict[str, Any],
     return rows, {name: +c for name, c in counts.items()}
 
 
-def _key(row: dict[str, Any]) -> tuple:
+def _key(row: PairRow) -> tuple:
     return tuple(row["prefix_ids"]), tuple(row["chosen_ids"]), tuple(row["rejected_ids"])
 
 

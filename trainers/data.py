@@ -30,10 +30,11 @@ import torch
 
 from mcts_cot.errors import UserError
 from mcts_cot.io import read_jsonl
+from mcts_cot.rows import Example, PairRow, SFTRow, required_keys
 from trainers import prefix_sharing
 
-PAIR_FIELDS = ("prompt_ids", "prefix_ids", "chosen_ids", "rejected_ids", "chosen_complete", "rejected_complete")
-SFT_FIELDS = ("prompt_ids", "completion_ids", "complete")
+PAIR_FIELDS = required_keys(PairRow)
+SFT_FIELDS = required_keys(SFTRow)
 
 
 @dataclasses.dataclass
@@ -90,7 +91,7 @@ def _fit(shared_len: int, suffixes: list[list[int]], max_length: int) -> tuple[l
 
 
 def load_pairs(path: str | Path, eot_id: int, masking: bool, max_length: int,
-               epsilon: float | str) -> tuple[list[dict[str, Any]], DataStats]:
+               epsilon: float | str) -> tuple[list[Example], DataStats]:
     """Read a pairs file into examples. `epsilon`: a float for every pair, or 'pairs' for the column."""
     stats, examples = DataStats(str(path)), []
     for i, row in enumerate(read_jsonl(path)):
@@ -117,7 +118,7 @@ def load_pairs(path: str | Path, eot_id: int, masking: bool, max_length: int,
     return examples, stats
 
 
-def load_sft(path: str | Path, eot_id: int, max_length: int) -> tuple[list[dict[str, Any]], DataStats]:
+def load_sft(path: str | Path, eot_id: int, max_length: int) -> tuple[list[Example], DataStats]:
     """Read an SFT file into examples: loss on the completion tokens only."""
     stats, examples = DataStats(str(path)), []
     for i, row in enumerate(read_jsonl(path)):
@@ -138,13 +139,13 @@ def load_sft(path: str | Path, eot_id: int, max_length: int) -> tuple[list[dict[
 class ListDataset(torch.utils.data.Dataset):
     """Examples held in memory (a few MB of token ids for thousands of pairs)."""
 
-    def __init__(self, examples: list[dict[str, Any]]):
+    def __init__(self, examples: list[Example]):
         self.examples = examples
 
     def __len__(self) -> int:
         return len(self.examples)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, i: int) -> Example:
         return self.examples[i]
 
 
@@ -159,7 +160,7 @@ class Row:
     segments: tuple[int, int] = (0, 0)  # (S, C) for the prefix-sharing mask
 
 
-def two_sequence_rows(ex: dict[str, Any]) -> list[Row]:
+def two_sequence_rows(ex: Example) -> list[Row]:
     """Chosen row (and rejected row): shared + suffix. Logits at t predict token t+1."""
     rows = []
     for name in ("chosen", "rejected"):
@@ -172,7 +173,7 @@ def two_sequence_rows(ex: dict[str, Any]) -> list[Row]:
     return rows
 
 
-def shared_row(ex: dict[str, Any]) -> Row:
+def shared_row(ex: Example) -> Row:
     """One prefix-sharing row; the scored shared-prefix span (masking off) counts for both responses.
 
     Chosen scores positions [response_start-1, S+C-1): the shared response tokens then c. Rejected scores the
@@ -200,7 +201,7 @@ class PairCollator:
     prefix_sharing: bool = False
     pad_to_multiple_of: int | None = None
 
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+    def __call__(self, examples: list[Example]) -> dict[str, Any]:
         paired = examples[0]["rejected"] is not None
         if self.prefix_sharing and paired:
             rows = [shared_row(ex) for ex in examples]
@@ -248,13 +249,13 @@ class PairCollator:
                 "rejected_mask": rejected_mask[:, T - keep:]}
 
 
-def _masked(examples: list[dict[str, Any]]) -> int:
+def _masked(examples: list[Example]) -> int:
     """Response tokens left out of the log-probs by masking: the shared prefix, once per response."""
     per_response = 2 if examples[0]["rejected"] is not None else 1
     return sum(ex["prefix_len"] * per_response for ex in examples if ex["response_start"] == len(ex["shared"]))
 
 
-def _response_tokens(examples: list[dict[str, Any]]) -> int:
+def _response_tokens(examples: list[Example]) -> int:
     """All response tokens of the batch (shared prefix counted once per response), masked or not."""
     return sum(ex["prefix_len"] + len(ex["chosen"])
                + (ex["prefix_len"] + len(ex["rejected"]) if ex["rejected"] is not None else 0) for ex in examples)
