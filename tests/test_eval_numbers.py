@@ -91,3 +91,14 @@ def test_compare_table_and_stage_lines_print_intervals(tiny_model_dir, tmp_path)
                                                   "problems.source": "builtin:arithmetic:2", "verify.workers": 1})
     Runner(console).eval("base: greedy eval", cfg, tmp_path / "eval")
     assert "% [" in console.export_text()
+
+
+def test_summary_says_whether_sampling_was_seeded(tiny_model_dir, tmp_path, monkeypatch):
+    """A backend without per-request seeds (vLLM on CPU) makes sampled figures unseeded; greedy stays seeded."""
+    from mcts_cot.backends.scripted import ScriptedBackend
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert _eval(tiny_model_dir, tmp_path / "a", ["1", "2"], gold="1")["seeded"] is True
+    monkeypatch.setattr(ScriptedBackend, "per_request_seeds", False, raising=False)
+    assert _eval(tiny_model_dir, tmp_path / "b", ["1", "2"], gold="1")["seeded"] is False
