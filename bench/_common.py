@@ -1,7 +1,7 @@
 """Helpers every bench script shares: the machine it ran on, the exact command, and the results file.
 
 Each bench compares two things in one run, prints the ratio last and writes `bench/results/<name>.json`
-with `machine()` and `command()` beside its figures (DESIGN.md: "Benchmarks compare two things in one run
+with `machine()` and `command()` beside its figures (docs/DESIGN.md: "Benchmarks compare two things in one run
 and print the ratio; record results with the machine they ran on").
 """
 

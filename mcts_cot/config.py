@@ -248,7 +248,7 @@ def config_hash(cfg: Any, exclude: tuple[str, ...] = ()) -> str:
 
 
 def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(dotted key, default, help) for every field, for `--help-config`."""
+    """(dotted key, default, help) for every field, for `mcts-cot config COMMAND`."""
     rows = []
     default = cls()
     for f in dataclasses.fields(cls):
@@ -308,7 +308,7 @@ class SamplingConfig:
 @dataclasses.dataclass
 class PromptConfig:
     """How a problem becomes a chat prompt. The default is the two-shot prompt that took the embedded model
-    from 3% (zero-shot) to 23% greedy accuracy on built-in arithmetic (DESIGN.md)."""
+    from 3% (zero-shot) to 23% greedy accuracy on built-in arithmetic (docs/DESIGN.md)."""
 
     system: str = option(
         "You are a careful math tutor. Solve the problem step by step, one short step per paragraph, "

@@ -26,7 +26,3 @@ def prompt_ids(tokenizer, cfg: PromptConfig, problem: str) -> list[int]:
                                         return_dict=False)
     return list(ids)
 
-
-def end_of_turn_ids(tokenizer) -> list[int]:
-    """Tokens that close an assistant turn (the EOS / end-of-turn token), appended to complete answers."""
-    return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []

@@ -60,7 +60,7 @@ class Tree:
     prompt_ids: list[int]  # the rendered chat prompt, ending with the open assistant turn
     prompt_text: str = ""
     nodes: list[Node] = field(default_factory=list)
-    status: str = "running"  # running, solved, unsolved, stopped
+    status: str = "running"  # running, success, failure (by the strategy's budget rule), stopped (a global limit)
     reason: str = ""
     stats: dict[str, Any] = field(default_factory=dict)
 

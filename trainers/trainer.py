@@ -1,7 +1,7 @@
 """One trainer for every objective, on the transformers `Trainer` shell, and `run`, what `mcts-cot train` calls.
 
 `transformers.Trainer` owns the loop, optimizer, schedule, logging, checkpoints and resume, accelerate
-(DDP) and DeepSpeed. We own the two things TRL 1.x no longer gets right for MCTS pairs (DESIGN.md
+(DDP) and DeepSpeed. We own the two things TRL 1.x no longer gets right for MCTS pairs (docs/DESIGN.md
 decision 10): the collation (`trainers.data`: token ids, EOS rules, masking, prefix sharing) and the loss
 (`trainers.losses`: cDPO with per-pair ε, α·NLL, SimPO, SFT). `compute_loss` is the only override that
 matters; `log` adds our metrics the way TRL does.
@@ -271,14 +271,20 @@ def _gathered(model):
     return deepspeed.zero.GatheredParameters(list(model.parameters()))
 
 
-def run(cfg: TrainConfig, out_dir: str | Path) -> RunResult:
-    """Train as `cfg` says and write a model folder (model, tokenizer, config.yaml, metrics.json) to `out_dir`."""
+OUTPUTS = ("metrics.json", "config.json", "model.safetensors", "adapter_config.json", "checkpoints")
+
+
+def run(cfg: TrainConfig, out_dir: str | Path, overwrite: bool = False) -> RunResult:
+    """Train as `cfg` says and write a model folder (model, tokenizer, config.yaml, metrics.json) to `out_dir`.
+
+    A dir holding an earlier run's model is refused unless `overwrite`, or `resume` (which continues it)."""
     from transformers import AutoTokenizer
 
     from mcts_cot.config import save_config
-    from mcts_cot.io import write_json
+    from mcts_cot.io import claim_out_dir, write_json
 
     cfg.validate()
+    claim_out_dir(out_dir, OUTPUTS, overwrite or cfg.resume is not False, "train")
     if cfg.objective == "grpo":  # online: samples its own completions from prompts, no exported data
         from trainers import grpo
 
