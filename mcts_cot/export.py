@@ -22,7 +22,7 @@ import yaml
 
 from mcts_cot.config import option, save_config, section, to_dict
 from mcts_cot.errors import UserError
-from mcts_cot.io import write_atomic, write_json
+from mcts_cot.io import claim_out_dir, write_atomic, write_json
 from mcts_cot.pairs import LengthPairs, PathPairs, SftPaths, StepPairs, facts, pair_rows, sft_rows
 from mcts_cot.store import iter_trees, tree_files
 from mcts_cot.tree import Tree
@@ -183,9 +183,14 @@ def _jsonl(rows: list[dict[str, Any]]) -> bytes:
     return b"".join(orjson.dumps(r) + b"\n" for r in rows)
 
 
-def write(result: Export, cfg: ExportConfig, out: Path) -> None:
-    """The data dir: train / validation JSONL, report, length histograms, config and manifest."""
+OUTPUTS = ("sft.jsonl", "sft_val.jsonl", "pairs.jsonl", "pairs_val.jsonl", "report.json", "manifest.json")
+
+
+def write(result: Export, cfg: ExportConfig, out: Path, overwrite: bool = False) -> None:
+    """The data dir: train / validation JSONL, report, length histograms, config and manifest. An earlier
+    export's data dir is refused unless `overwrite`."""
     out = Path(out)
+    claim_out_dir(out, OUTPUTS, overwrite, "export-pairs")
     for name, rows, split in [("sft.jsonl", result.sft, "train"), ("sft_val.jsonl", result.sft, "validation"),
                               ("pairs.jsonl", result.pairs, "train"), ("pairs_val.jsonl", result.pairs, "validation")]:
         write_atomic(out / name, _jsonl([r for r in rows if r["split"] == split]))

@@ -252,7 +252,7 @@ class Runner:
             return orjson_loads(out / "report.json")
         with self._timed(name):
             result = build(cfg, run_dirs)
-            write(result, cfg, out)
+            write(result, cfg, out, overwrite=True)  # the loop owns the dir; same config returned above
         rows = result.report["rows"]
         self.console.print(f"{name}: {rows['sft']} SFT rows, {rows['pairs']} pairs (+{rows['pairs_val']} validation) in {out}")
         return result.report
@@ -266,7 +266,7 @@ class Runner:
         if self.pool:
             self.pool.release()  # free the engine's memory and cores for training
         with self._timed(name):
-            result = run(cfg, out)
+            result = run(cfg, out, overwrite=True)  # the loop owns the dir; same config returned above
         m = result.metrics
         self.console.print(f"{name}: {m['objective']}, {m['global_step']} steps in {m['wall_seconds']:.0f} s; model in {out}")
         return m
@@ -279,7 +279,7 @@ class Runner:
             self.console.print(f"{name}: done already in {out}")
             return orjson_loads(out / "summary.json")
         with self._timed(name):
-            summary = run_eval(cfg, out, script=self.script, console=self.console)
+            summary = run_eval(cfg, out, script=self.script, console=self.console, overwrite=True)
         self.console.print(f"{name}: accuracy {with_interval(summary['accuracy'], summary['problem_count'])}, "
                            f"no answer {summary['no_answer_rate']:.1%} ({out})")
         return summary
@@ -681,6 +681,7 @@ def sample_best_of_n(cfg: BestOfNConfig, console: Console | None = None, script=
         run.append(list(trees.values()))
     finally:
         backend.close()
+        run.close()
     solved = sum(t.stats["correct"] > 0 for t in trees.values())
     manifest = {"command": "best-of-n", "model": cfg.model.name, "backend": cfg.backend.name,
                 "problems": {"source": cfg.problems.source, "total": len(problems), "solved_now": solved},

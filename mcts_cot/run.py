@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,31 +23,33 @@ def search_hash(cfg: SearchConfig) -> str:
 
 def run_search(cfg: SearchConfig, shard: tuple[int, int] | None = None, overwrite: bool = False,
                dry_run: bool = False, console: Console | None = None, script=None) -> dict:
-    """Search every problem of `cfg.problems` not yet finished in the run dir; returns the manifest.
+    """Search every problem of `cfg.problems` not yet finished in the run dir `cfg.out`; returns the manifest.
 
-    `dry_run` runs the whole engine on the scripted backend in a temporary dir, so a config can be
-    checked in seconds without touching the real run dir.
+    `dry_run` runs the whole engine on the scripted backend, so a config can be checked in seconds (the CLI
+    points `cfg.out` at a temp dir it removes, unless --out is given). The run dir is locked while the search
+    runs; a failure (a full disk included) leaves the manifest at status "failed" with its error.
     """
-    from mcts_cot.backends import make_backend
-    from mcts_cot.verify import Verifier
-
-    console = console or Console(stderr=True)
     if dry_run:
-        cfg = dataclasses.replace(cfg, backend=dataclasses.replace(cfg.backend, name="scripted"),
-                                  out=tempfile.mkdtemp(prefix="mcts-cot-dry-"))
+        cfg = dataclasses.replace(cfg, backend=dataclasses.replace(cfg.backend, name="scripted"))
     problems, load_report = load_problems(cfg.problems, verify=cfg.verify, context=Context.of(cfg))
     if shard:
         problems = problems[shard[0]::shard[1]]
-    run = RunDir(cfg.out, search_hash(cfg), shard, overwrite)
-    save_config(cfg, run.path)
+    with RunDir(cfg.out, search_hash(cfg), shard, overwrite) as run:
+        save_config(cfg, run.path)
+        return _search(cfg, run, problems, load_report, dry_run, console or Console(stderr=True), script)
+
+
+def _search(cfg: SearchConfig, run: RunDir, problems, load_report, dry_run: bool, console: Console, script) -> dict:
+    from mcts_cot.backends import make_backend
+    from mcts_cot.verify import Verifier
+
     done = run.finished_ids()
     todo = [p for p in problems if p.id not in done]
     backends = {"main": make_backend(cfg.model, cfg.backend, script=script)}
     if cfg.critic_model:
         backends["critic"] = make_backend(dataclasses.replace(cfg.model, name=cfg.critic_model), cfg.backend, script=script)
     tally = _Tally(total=len(problems), done_before=len(done))
-    manifest = _manifest(cfg, run, tally, backends, load_report, extra={"status": "running"})
-    run.write_manifest(manifest)
+    run.write_manifest(_manifest(cfg, run, tally, backends, load_report, extra={"status": "running"}))
     try:
         with Verifier.from_config(cfg.verify) as verifier, _progress(console) as bar:
             task = bar.add_task("search", total=len(problems), completed=len(done), info="")
@@ -63,6 +64,9 @@ def run_search(cfg: SearchConfig, shard: tuple[int, int] | None = None, overwrit
                 bar.update(task, info=tally.line(waves, backends["main"].stats, live))
 
             result = run_waves(engine, todo, on_finished, on_wave)
+    except BaseException as exc:
+        _record_failure(cfg, run, tally, backends, load_report, exc)
+        raise
     finally:
         for backend in backends.values():
             backend.close()
@@ -72,6 +76,18 @@ def run_search(cfg: SearchConfig, shard: tuple[int, int] | None = None, overwrit
         "dry_run": dry_run, "out": str(run.path)})
     run.write_manifest(manifest)
     return manifest
+
+
+def _record_failure(cfg: SearchConfig, run: RunDir, tally: _Tally, backends: dict, load_report,
+                    exc: BaseException) -> None:
+    """Status "failed" (or "interrupted") with the error, so the manifest never stays at "running". Best
+    effort: on a full disk this write may fail too, and the original error is the one to report."""
+    status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+    try:
+        run.write_manifest(_manifest(cfg, run, tally, backends, load_report,
+                                     extra={"status": status, "error": str(exc) or type(exc).__name__}))
+    except OSError:
+        pass
 
 
 class _Tally:
