@@ -245,7 +245,7 @@ def _loop(config, set_, out, rounds, scale, backend) -> None:
     cfg = load_loop_config(config, set_, **{"out": str(out) if out else None, "rounds": rounds, "scale": scale,
                                             "backend": backend})
     results = run_loop(cfg, console=console)
-    print_loop_end(results, Path(cfg.out), console)
+    print_loop_end(results, Path(cfg.out))
 
 
 @app.command()
@@ -307,16 +307,18 @@ def best_of_n(
     problems: ProblemsOpt = None,
     backend: BackendOpt = None,
     n: Annotated[Optional[int], typer.Option("--n", "-n", help="Samples per problem.")] = None,  # noqa: UP045
-    tokens: Annotated[Optional[int], typer.Option("--tokens", help="Sample until this many generated tokens instead of a fixed n.")] = None,  # noqa: UP045
+    tokens: Annotated[Optional[int], typer.Option("--tokens", help="Sample until this many generated tokens (shared equally by the problems) instead of a fixed n.")] = None,  # noqa: UP045
+    overwrite: Annotated[bool, typer.Option(help="Start the run dir again even if it holds another config.")] = False,
 ) -> None:
-    """N full samples per problem, verified, written as a run dir of one-level trees (export-pairs reads it)."""
+    """N full samples per problem, verified, written as a run dir of one-level trees (export-pairs reads it):
+    `search` with strategy best_of_n."""
     from mcts_cot.config import load_config
     from mcts_cot.loop import BestOfNConfig, sample_best_of_n
 
     cfg = load_config(BestOfNConfig, config, set_, **{"out": str(out) if out else None, "model.name": model,
                                                       "problems.source": problems, "backend.name": backend,
                                                       "n": n, "max_total_tokens": tokens})
-    manifest = sample_best_of_n(cfg, console=console)
+    manifest = sample_best_of_n(cfg, console=console, overwrite=overwrite)
     p = manifest["problems"]
     console.print(f"{p['solved_now']}/{p['total']} problems solved with {manifest['generated_tokens']} tokens; trees in {cfg.out}")
 

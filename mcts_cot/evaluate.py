@@ -20,9 +20,8 @@ from typing import Optional
 
 import orjson
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from mcts_cot.backends import BackendFactory, make_backend
 from mcts_cot.config import (
     BackendConfig,
     ModelConfig,
@@ -38,6 +37,8 @@ from mcts_cot.config import (
 from mcts_cot.errors import UserError
 from mcts_cot.io import append_jsonl, claim_out_dir, write_json
 from mcts_cot.problems import Context, Problem, load_problems
+from mcts_cot.progress import progress_bar
+from mcts_cot.tables import Grid
 
 
 @dataclasses.dataclass
@@ -163,14 +164,14 @@ INTERVAL_NOTE = "[..]: 95% Wilson interval over problems (samples of one problem
 OUTPUTS = ("summary.json", "samples.jsonl", "manifest.json")
 
 
-def run_eval(cfg: EvalConfig, out_dir: str | Path | None = None, script=None,
-             console: Console | None = None, overwrite: bool = False) -> dict:
+def run_eval(cfg: EvalConfig, out_dir: str | Path | None = None, console: Console | None = None,
+             overwrite: bool = False, backends: BackendFactory = make_backend) -> dict:
     """Evaluate `cfg.model` on `cfg.problems`; writes the eval dir and returns the summary.
 
-    `script` drives the scripted backend (tests, dry runs); it is ignored by the real backends. An earlier
-    eval's dir is refused unless `overwrite`.
+    `backends` builds the engine (an engine pool shares one between stages; tests pass a scripted factory).
+    An earlier eval's dir is refused unless `overwrite`.
     """
-    from mcts_cot.backends import Request, make_backend
+    from mcts_cot.backends import Request
     from mcts_cot.prompts import prompt_ids
     from mcts_cot.verify import Verifier, extract_answer
 
@@ -186,10 +187,10 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path | None = None, script=None,
     samples_path.unlink(missing_ok=True)
     console = console or Console(stderr=True)
     start = time.perf_counter()
-    backend = make_backend(cfg.model, cfg.backend, script=script)
+    backend = backends(cfg.model, cfg.backend)
     rows: list[dict] = []
     try:
-        with Verifier.from_config(cfg.verify) as verifier, _progress(console) as bar:
+        with Verifier.from_config(cfg.verify) as verifier, progress_bar(console) as bar:
             task = bar.add_task("eval", total=len(problems), info="")
             pending = None  # (problems, completions, future) of the chunk being verified
             for i in range(0, len(problems), cfg.chunk):
@@ -207,14 +208,14 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path | None = None, script=None,
             same = _equivalence(verifier, rows, k)
     finally:
         backend.close()
-    summary = summarize(rows, k, same)
+    summary = score_samples(rows, k, same)
     summary.update({
         "tokens_per_s": round(backend.stats.tokens_per_s, 1), "generation_s": round(backend.stats.seconds, 2),
         "wall_s": round(time.perf_counter() - start, 2), "model": cfg.model.name, "backend": cfg.backend.name,
         "problems": cfg.problems.source, "skipped_rows": len(load_report.skipped), "n": cfg.sampling.n,
         "temperature": cfg.sampling.temperature, "max_tokens": cfg.sampling.max_tokens,
         # vLLM on CPU sends no per-request seeds (see vllm_backend); the other backends seed every request
-        "seeded": cfg.sampling.temperature == 0 or getattr(backend, "per_request_seeds", True),
+        "seeded": cfg.sampling.temperature == 0 or backend.per_request_seeds,
     })
     write_json(out / "summary.json", summary)
     write_json(out / "manifest.json", _manifest(cfg, summary, backend.stats, load_report))
@@ -238,7 +239,7 @@ def _finish_chunk(rows, path, chunk: list[Problem], completions, answers, future
     bar.update(task, advance=len(chunk), info=f"{stats.tokens_per_s:,.0f} tok/s · acc {acc:.1%}")
 
 
-def summarize(rows: list[dict], k: int, same: Callable[[str, str], bool]) -> dict:
+def score_samples(rows: list[dict], k: int, same: Callable[[str, str], bool]) -> dict:
     """Accuracy over every sample, pass@k / maj@k per problem (`same`: answer equivalence), token and marker
     means, outcome rates, and the 95% interval of each accuracy over the problems."""
     flat = [s for r in rows for s in r["samples"]]
@@ -285,17 +286,10 @@ def _manifest(cfg: EvalConfig, summary: dict, stats, load_report) -> dict:
     }
 
 
-def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
-
-
-def summary_table(summary: dict, out_dir: str | Path) -> Table:
+def summary_table(summary: dict, out_dir: str | Path) -> Grid:
     """The end-of-run table the CLI prints."""
     k, n = summary["k"], summary["problem_count"]
-    table = Table(title=f"eval · {summary['model']} · {summary['problems']} · {summary['backend']}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+    table = Grid(f"eval · {summary['model']} · {summary['problems']} · {summary['backend']}", ["metric", "value"])
     for label, value in [
         ("accuracy", with_interval(summary["accuracy"], n)), (f"pass@{k}", with_interval(summary[f"pass@{k}"], n)),
         (f"maj@{k}", with_interval(summary[f"maj@{k}"], n)), ("no answer", f"{summary['no_answer_rate']:.1%}"),

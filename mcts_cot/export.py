@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-import yaml
 
 from mcts_cot.config import option, save_config, section, to_dict
 from mcts_cot.errors import UserError
 from mcts_cot.io import claim_out_dir, write_atomic, write_json
 from mcts_cot.pairs import LengthPairs, PathPairs, SftPaths, StepPairs, facts, pair_rows, sft_rows
-from mcts_cot.store import iter_trees, tree_files
+from mcts_cot.store import iter_trees, run_model, tree_files
 from mcts_cot.tree import Tree
 
 Strategy = Literal["path", "step", "length"]
@@ -72,13 +71,8 @@ class Export:
 
 
 def _source(run_dir: Path) -> Source:
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise UserError(f"{run_dir}: no config.yaml; is this a `mcts-cot search` run dir?")
-    model = (yaml.safe_load(path.read_text()) or {}).get("model") or {}
-    if not model.get("name"):
-        raise UserError(f"{path}: lacks model.name, so the rows could not say which model made them")
-    return Source(str(run_dir), model["name"], model.get("tokenizer") or model["name"])
+    model = run_model(run_dir)
+    return Source(str(run_dir), model, model)
 
 
 def load_trees(run_dirs: list[Path]) -> tuple[list[tuple[Tree, Source]], list[Source]]:

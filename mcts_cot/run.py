@@ -1,4 +1,5 @@
-"""The `search` command around the engine: run dir, resume, shards, live progress and the manifest."""
+"""The `search` command's shell around the engine, the same for every strategy: run dir and its lock, config
+hash, resume, shards, the verifier pool, live progress and the manifest."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from mcts_cot.backends import BackendFactory, make_backend
 from mcts_cot.config import config_hash, save_config
 from mcts_cot.problems import Context, load_problems
+from mcts_cot.progress import progress_bar
 from mcts_cot.search import RESUMABLE_KEYS, Engine, SearchConfig, run_waves
 from mcts_cot.store import RunDir
 from mcts_cot.tree import SCHEMA, Tree
@@ -22,12 +24,14 @@ def search_hash(cfg: SearchConfig) -> str:
 
 
 def run_search(cfg: SearchConfig, shard: tuple[int, int] | None = None, overwrite: bool = False,
-               dry_run: bool = False, console: Console | None = None, script=None) -> dict:
+               dry_run: bool = False, console: Console | None = None,
+               backends: BackendFactory = make_backend) -> dict:
     """Search every problem of `cfg.problems` not yet finished in the run dir `cfg.out`; returns the manifest.
 
     `dry_run` runs the whole engine on the scripted backend, so a config can be checked in seconds (the CLI
     points `cfg.out` at a temp dir it removes, unless --out is given). The run dir is locked while the search
-    runs; a failure (a full disk included) leaves the manifest at status "failed" with its error.
+    runs; a failure (a full disk included) leaves the manifest at status "failed" with its error. `backends`
+    builds the engines (an engine pool shares them between stages; tests pass a scripted factory).
     """
     if dry_run:
         cfg = dataclasses.replace(cfg, backend=dataclasses.replace(cfg.backend, name="scripted"))
@@ -36,22 +40,22 @@ def run_search(cfg: SearchConfig, shard: tuple[int, int] | None = None, overwrit
         problems = problems[shard[0]::shard[1]]
     with RunDir(cfg.out, search_hash(cfg), shard, overwrite) as run:
         save_config(cfg, run.path)
-        return _search(cfg, run, problems, load_report, dry_run, console or Console(stderr=True), script)
+        return _search(cfg, run, problems, load_report, dry_run, console or Console(stderr=True), backends)
 
 
-def _search(cfg: SearchConfig, run: RunDir, problems, load_report, dry_run: bool, console: Console, script) -> dict:
-    from mcts_cot.backends import make_backend
+def _search(cfg: SearchConfig, run: RunDir, problems, load_report, dry_run: bool, console: Console,
+            make: BackendFactory) -> dict:
     from mcts_cot.verify import Verifier
 
     done = run.finished_ids()
     todo = [p for p in problems if p.id not in done]
-    backends = {"main": make_backend(cfg.model, cfg.backend, script=script)}
+    backends = {"main": make(cfg.model, cfg.backend)}
     if cfg.critic_model:
-        backends["critic"] = make_backend(dataclasses.replace(cfg.model, name=cfg.critic_model), cfg.backend, script=script)
+        backends["critic"] = make(dataclasses.replace(cfg.model, name=cfg.critic_model), cfg.backend)
     tally = _Tally(total=len(problems), done_before=len(done))
     run.write_manifest(_manifest(cfg, run, tally, backends, load_report, extra={"status": "running"}))
     try:
-        with Verifier.from_config(cfg.verify) as verifier, _progress(console) as bar:
+        with Verifier.from_config(cfg.verify) as verifier, progress_bar(console) as bar:
             task = bar.add_task("search", total=len(problems), completed=len(done), info="")
             engine = Engine(cfg, backends, verifier, backends["main"].tokenizer)
 
@@ -113,17 +117,12 @@ class _Tally:
                 f" · cache {'-' if hit is None else f'{hit:.0%}'} · solved {solved} · correct/tree {per_tree}")
 
 
-def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=console, transient=False)
-
-
 def _manifest(cfg: SearchConfig, run: RunDir, tally: _Tally, backends: dict, load_report, extra: dict) -> dict:
     from mcts_cot.versions import package_versions
 
     stats = backends["main"].stats
     return {
-        "schema": SCHEMA, "command": "search", "model": cfg.model.name, "backend": cfg.backend.name,
+        "schema": SCHEMA, "command": "search", "strategy": cfg.strategy, "model": cfg.model.name, "backend": cfg.backend.name,
         "problems": {"source": cfg.problems.source, "total": tally.total, "skipped_rows": load_report.skipped,
                      "finished_before": tally.done_before, "finished_now": tally.finished,
                      "solved_now": tally.solved, "success_now": tally.success},

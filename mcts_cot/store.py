@@ -153,3 +153,16 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     if not 0 <= i < n:
         raise UserError(f"--shard {text!r}: need 0 <= i < N")
     return i, n
+
+
+def run_model(run_dir: str | Path) -> str:
+    """The model that grew a run dir's trees, from its config.yaml."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise UserError(f"{run_dir}: no config.yaml; is this a `mcts-cot search` run dir?")
+    name = ((yaml.safe_load(path.read_text()) or {}).get("model") or {}).get("name")
+    if not name:
+        raise UserError(f"{path}: lacks model.name, so it does not say which model grew the trees")
+    return name

@@ -13,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from cli import app
+from mcts_cot.backends import scripted_factory
 from mcts_cot.config import load_config
 from mcts_cot.evaluate import (
     EvalConfig,
@@ -84,7 +85,7 @@ def test_reflection_counts_are_case_insensitive_whole_words():
 
 
 def test_run_eval_exact_metrics(tiny_model_dir, tmp_path):
-    summary = run_eval(_cfg(tiny_model_dir), tmp_path, script=script)
+    summary = run_eval(_cfg(tiny_model_dir), tmp_path, backends=scripted_factory(script))
     assert summary["accuracy"] == pytest.approx(3 / 12, abs=1e-4)
     assert summary["pass@2"] == pytest.approx((5 / 6 + 1 / 2 + 0) / 3, abs=1e-4)
     assert summary["maj@2"] == pytest.approx(1 / 3, abs=1e-4)  # RR → right; WW → wrong; NN → no vote
@@ -106,7 +107,7 @@ def test_k_larger_than_n_is_a_user_error(tiny_model_dir, tmp_path):
     from mcts_cot.errors import UserError
 
     with pytest.raises(UserError, match="k"):
-        run_eval(_cfg(tiny_model_dir, k=5), tmp_path, script=script)
+        run_eval(_cfg(tiny_model_dir, k=5), tmp_path, backends=scripted_factory(script))
 
 
 def test_cli_eval_writes_every_output(tiny_model_dir, tmp_path):

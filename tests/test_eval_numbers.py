@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from mcts_cot.backends import scripted_factory
 from mcts_cot.config import load_config
 from mcts_cot.evaluate import EvalConfig, majority_score, run_eval, summary_table, wilson_interval
 from mcts_cot.loop import before_after_table, ladder_table
@@ -17,7 +18,7 @@ def _eval(tiny_model_dir, tmp_path, answers: list[str], gold: str) -> dict:
     cfg = load_config(EvalConfig, None, None, **{
         "model.name": str(tiny_model_dir), "backend.name": "scripted", "problems.source": str(problems),
         "sampling.n": len(answers), "sampling.temperature": 0.7, "verify.workers": 1})
-    return run_eval(cfg, tmp_path / "eval", script=lambda prompt, i: f"The answer is \\boxed{{{answers[i]}}}.")
+    return run_eval(cfg, tmp_path / "eval", backends=scripted_factory(lambda prompt, i: f"The answer is \\boxed{{{answers[i]}}}."))
 
 
 def test_maj_groups_equivalent_answers_not_texts(tiny_model_dir, tmp_path):
@@ -60,7 +61,7 @@ def _summary(**extra) -> dict:
 
 
 def _cells(table) -> str:
-    return " ".join(str(c) for col in table.columns for c in col._cells) + " " + str(table.caption)
+    return table.text()
 
 
 def test_eval_table_prints_intervals_and_says_sampling_is_unseeded():
@@ -80,7 +81,7 @@ def test_loop_and_ladder_tables_print_intervals():
 def test_compare_table_and_stage_lines_print_intervals(tiny_model_dir, tmp_path):
     from rich.console import Console
 
-    from mcts_cot.loop import Runner, compare_table
+    from mcts_cot.loop import EnginePool, Runner, compare_table
 
     side = {"generated_tokens": 10, "solved": 5, "problems": 10, "solve_rate": 0.5, "correct_leaves": 7, "pairs": 3,
             "trained_accuracy": 0.5, "trained_no_answer": 0.1, "trained_problems": 100, "samples_per_problem": 4.0}
@@ -89,7 +90,8 @@ def test_compare_table_and_stage_lines_print_intervals(tiny_model_dir, tmp_path)
     console = Console(record=True, width=200)
     cfg = load_config(EvalConfig, None, None, **{"model.name": str(tiny_model_dir), "backend.name": "scripted",
                                                   "problems.source": "builtin:arithmetic:2", "verify.workers": 1})
-    Runner(console).eval("base: greedy eval", cfg, tmp_path / "eval")
+    with EnginePool() as engines:
+        Runner(console, engines).eval("base: greedy eval", cfg, tmp_path / "eval")
     assert "% [" in console.export_text()
 
 

@@ -14,6 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from cli import app
+from mcts_cot.backends import scripted_factory
 from mcts_cot.loop import (
     BestOfNConfig,
     CompareConfig,
@@ -68,7 +69,7 @@ def tiny_loop(tmp_path: Path, model: Path, **over) -> LoopConfig:
 def looped(tiny_model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("loop")
     cfg = tiny_loop(tmp, tiny_model_dir, rounds=2)
-    return cfg, run_loop(cfg, script=script)
+    return cfg, run_loop(cfg, backends=scripted_factory(script))
 
 
 def test_every_stage_writes_and_feeds_the_next(looped, tiny_model_dir):
@@ -111,7 +112,7 @@ def test_round_two_searches_and_trains_from_the_round_one_model(looped, tiny_mod
 
 def test_rerun_skips_finished_stages(looped, capsys):
     cfg, first = looped
-    again = run_loop(cfg, script=script)
+    again = run_loop(cfg, backends=scripted_factory(script))
     assert again["stage_seconds"] == {}  # every stage was found done with the same config
     assert again["rows"][1]["greedy"]["accuracy"] == first["rows"][1]["greedy"]["accuracy"]
     out = capsys.readouterr().out
@@ -140,7 +141,7 @@ def test_ladder_trains_and_evaluates_every_row(looped, tmp_path, capsys):
     lcfg.backend, lcfg.test_problems = "scripted", 2
     lcfg.eval.set.update({**FAST_PROMPT, "verify.workers": 1, "sampling.max_tokens": 64})
     lcfg.train_row.set.update({**TINY_TRAIN, "max_steps": 1})
-    res = run_ladder(run_dir, tmp_path / "ladder", lcfg, script=eval_script)
+    res = run_ladder(run_dir, tmp_path / "ladder", lcfg, backends=scripted_factory(eval_script))
     names = [r["name"] for r in res["rows"]]
     assert names == ["base", "SFT", "+ DPO", "+ Data Balance", "+ cDPO", "+ Joint Loss", "+ Masking"]
     for row in res["rows"][1:]:
@@ -168,7 +169,7 @@ def test_best_of_n_trees_export_and_compare(looped, tmp_path, tiny_model_dir):
     bon = BestOfNConfig(n=3, out=str(tmp_path / "bon"))
     bon.model.name, bon.backend.name, bon.verify.workers = str(tiny_model_dir), "scripted", 1
     bon.problems.source, bon.prompt.system, bon.prompt.few_shot = "builtin:arithmetic:2", "", []
-    manifest = sample_best_of_n(bon, script=lambda prompt, i: script(prompt + "x", i))
+    manifest = sample_best_of_n(bon, backends=scripted_factory(lambda prompt, i: script(prompt + "x", i)))
     assert manifest["samples_per_problem"] == 3
     res = CliRunner().invoke(app, ["export-pairs", str(tmp_path / "bon"), "--out", str(tmp_path / "bon-data"),
                                    "--set", "val_fraction=0"])
@@ -180,7 +181,7 @@ def test_best_of_n_trees_export_and_compare(looped, tmp_path, tiny_model_dir):
     ccfg.train.set.update(TINY_TRAIN)
     ccfg.eval.set.update({**FAST_PROMPT, "verify.workers": 1, "sampling.max_tokens": 64})
     res = run_compare(Path(cfg.out) / "round-1" / "search", tmp_path / "cmp", ccfg,
-                      script=lambda prompt, i: script(prompt + "x", i))  # whole answers in one sample
+                      backends=scripted_factory(lambda prompt, i: script(prompt + "x", i)))  # whole answers in one sample
     assert res["same_problems"]
     # equal tokens: best-of-N stops at the first wave that reaches the MCTS run's tokens
     assert res["best_of_n"]["generated_tokens"] >= res["mcts"]["generated_tokens"]

@@ -248,6 +248,7 @@ def test_waves_keep_slots_full_and_write_each_tree_once(byte_tok):
 
 RUNNER = """
 import sys, time
+from mcts_cot.backends import scripted_factory
 from mcts_cot.backends.scripted import default_script
 from mcts_cot.config import load_config
 from mcts_cot.run import run_search
@@ -259,7 +260,7 @@ def slow(prompt, index):
 
 cfg = load_config(SearchConfig, None, sys.argv[2:], out=sys.argv[1])
 if __name__ == "__main__":
-    run_search(cfg, script=slow)
+    run_search(cfg, backends=scripted_factory(slow))
 """
 
 SETS = ["backend.name=scripted", "problems.source=builtin:arithmetic:24", "concurrent_trees=5",

@@ -19,10 +19,10 @@ BackendFactory = Callable[[ModelConfig, BackendConfig], Backend]
 scripted factory in tests. Every command and workflow takes one, so nothing replaces `make_backend` at run time."""
 
 
-def make_backend(model: ModelConfig, backend: BackendConfig, script=None) -> Backend:
+def make_backend(model: ModelConfig, backend: BackendConfig) -> Backend:
     """Build the backend named by `backend.name` for `model` (scripted: the default script)."""
-    if backend.name == "scripted" or script is not None:
-        return scripted_factory(script)(model, backend)
+    if backend.name == "scripted":
+        return scripted_factory()(model, backend)
     if backend.name == "hf":
         from mcts_cot.backends.hf_backend import HFBackend
 

@@ -81,6 +81,7 @@ class Backend(Protocol):
 
     tokenizer: object
     stats: BackendStats
+    per_request_seeds: bool  # each request is sampled with its own seed (not vLLM on CPU; see vllm_backend)
 
     def generate(self, requests: list[Request]) -> list[list[Completion]]: ...
 

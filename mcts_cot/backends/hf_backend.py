@@ -92,6 +92,7 @@ class HFBackend:
         self.batch_size = backend.batch_size
         self.seed = backend.seed
         self.stats = BackendStats()
+        self.per_request_seeds = True
         self._calls = 0
 
     def generate(self, requests: list[Request]) -> list[list[Completion]]:

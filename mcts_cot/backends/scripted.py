@@ -31,6 +31,8 @@ def default_script(prompt: str, index: int) -> str:
 class ScriptedBackend:
     """Returns scripted text as if a model had generated it."""
 
+    per_request_seeds = True  # deterministic: the same script gives the same text
+
     def __init__(self, tokenizer, script: Script = default_script):
         self.tokenizer = tokenizer
         self.script = script
