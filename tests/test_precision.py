@@ -105,7 +105,8 @@ def test_step0_margins_are_bit_identical_under_bf16(monkeypatch, data_dir, tmp_p
 @pytest.mark.parametrize("recipe", ["demo", "ladder", "compare-bon"])
 def test_cpu_recipes_choose_bf16_by_hardware(recipe):
     """bf16: true would emulate bf16 on a CPU without it (27x slower); the recipes say auto."""
-    from mcts_cot.loop import CompareConfig, LadderConfig, LoopConfig, load_loop_config, stage_config
+    from mcts_cot.loop import CompareConfig, LadderConfig, LoopConfig, load_loop_config
+    from mcts_cot.loop.stages import stage_config
 
     cls = {"demo": LoopConfig, "ladder": LadderConfig, "compare-bon": CompareConfig}[recipe]
     cfg = load_loop_config(ROOT / "configs" / "recipes" / f"{recipe}.yaml", cls=cls)
