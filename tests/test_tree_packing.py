@@ -163,9 +163,14 @@ def test_sampler_keeps_each_problem_together():
     random.Random(1).shuffle(examples)
     sampler = tree_packing.ProblemSampler(examples, seed=0)
     problem = [0 if ex["index"] < 4 else 1 for ex in examples]
-    for _ in range(3):
-        order = [problem[i] for i in sampler]
-        assert sorted(order) == sorted(problem) and sum(a != b for a, b in itertools.pairwise(order)) == 1
+    orders = []
+    for epoch in range(4):
+        sampler.set_epoch(epoch)
+        orders.append(list(sampler))
+        assert list(sampler) == orders[-1]  # the same epoch, the same order (resume, DDP ranks)
+        by_problem = [problem[i] for i in orders[-1]]
+        assert sorted(by_problem) == sorted(problem) and sum(a != b for a, b in itertools.pairwise(by_problem)) == 1
+    assert len({tuple(o) for o in orders}) > 1  # problems are shuffled across epochs
 
 
 def test_switch_is_off_by_default_and_trains_to_the_same_loss(tiny_model_dir, tmp_path):

@@ -218,12 +218,7 @@ class PairCollator:
             batch["segments"] = torch.tensor([[T - len(r.ids), *r.segments] for r in rows])
         else:
             batch["attention_mask"] = (torch.arange(T) >= torch.tensor([[T - len(r.ids)] for r in rows])).long()
-        batch["epsilon"] = torch.tensor([ex["epsilon"] for ex in examples], dtype=torch.float32)
-        if "ref_chosen_logps" in examples[0]:
-            for key in ("ref_chosen_logps", "ref_rejected_logps"):
-                batch[key] = torch.tensor([ex[key] for ex in examples], dtype=torch.float64)
-        batch["masked_tokens"] = torch.tensor(float(_masked(examples)))
-        batch["response_tokens"] = torch.tensor(float(_response_tokens(examples)))
+        batch.update(per_pair_fields(examples))
         return batch
 
     def _pad(self, rows: list[Row], T: int, keep: int) -> dict[str, torch.Tensor]:
@@ -247,6 +242,18 @@ class PairCollator:
         return {"input_ids": input_ids, "position_ids": position_ids, "keep": keep,
                 "targets": targets[:, T - keep:], "chosen_mask": chosen_mask[:, T - keep:],
                 "rejected_mask": rejected_mask[:, T - keep:]}
+
+
+def per_pair_fields(examples: list[Example]) -> dict[str, torch.Tensor]:
+    """What a batch carries besides the rows, whatever their layout: epsilon and the cached reference
+    log-probs per pair, and the token counts behind the masked-token share."""
+    out = {"epsilon": torch.tensor([ex["epsilon"] for ex in examples], dtype=torch.float32)}
+    if "ref_chosen_logps" in examples[0]:
+        for key in ("ref_chosen_logps", "ref_rejected_logps"):
+            out[key] = torch.tensor([ex[key] for ex in examples], dtype=torch.float64)
+    out["masked_tokens"] = torch.tensor(float(_masked(examples)))
+    out["response_tokens"] = torch.tensor(float(_response_tokens(examples)))
+    return out
 
 
 def _masked(examples: list[Example]) -> int:

@@ -28,7 +28,8 @@ from typing import Any
 
 import torch
 
-from trainers.data import _masked, _response_tokens
+from mcts_cot.rows import Example
+from trainers.data import per_pair_fields
 
 
 class Trie:
@@ -41,7 +42,7 @@ class Trie:
         self.roots: dict[int, int] = {}
 
     def truncate(self, n: int) -> None:
-        """Drop nodes n, n+1, … (the ones a rejected insertion added: the newest are always leaves' ends)."""
+        """Drop nodes n, n+1, … (what an insertion that broke the budget added; no older node is below them)."""
         for node in range(len(self.tokens) - 1, n - 1, -1):
             level = self.children[self.parent[node]] if self.parent[node] >= 0 else self.roots
             del level[self.tokens[node]]
@@ -79,12 +80,12 @@ class Trie:
         return order, end, [depth_of[n] for n in order]
 
 
-def sequences(ex: dict[str, Any]) -> list[tuple[str, list[int]]]:
+def sequences(ex: Example) -> list[tuple[str, list[int]]]:
     """The example's responses as full sequences: ('chosen', shared + chosen) and, for a pair, rejected."""
     return [(name, ex["shared"] + ex[name]) for name in ("chosen", "rejected") if ex[name] is not None]
 
 
-def pack(examples: list[dict[str, Any]], budget: int) -> list[tuple[Trie, list[int]]]:
+def pack(examples: list[Example], budget: int) -> list[tuple[Trie, list[int]]]:
     """Greedy packing in batch order: (trie, indices of its examples) per row, each ≤ `budget` nodes
     unless a single example alone is larger."""
     packs: list[tuple[Trie, list[int]]] = []
@@ -120,7 +121,7 @@ class TreeCollator:
     budget: int = 8192
     pad_to_multiple_of: int | None = None
 
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+    def __call__(self, examples: list[Example]) -> dict[str, Any]:
         packs = pack(examples, self.budget)
         layouts = [trie.preorder() for trie, _ in packs]
         T = max(len(trie.tokens) for trie, _ in packs)
@@ -128,15 +129,10 @@ class TreeCollator:
             T = -(-T // self.pad_to_multiple_of) * self.pad_to_multiple_of
         batch = self._rows(packs, layouts, T)
         scores = self._scores(examples, packs, layouts, T)
-        keep = T - min(pos for row in scores for _, pos, _ in row)
+        keep = T - min((pos for row in scores for _, pos, _ in row), default=T - 1)
         batch.update(self._score_tensors(scores, T, keep, paired=examples[0]["rejected"] is not None))
         batch["keep"] = keep
-        batch["epsilon"] = torch.tensor([ex["epsilon"] for ex in examples], dtype=torch.float32)
-        if "ref_chosen_logps" in examples[0]:
-            for key in ("ref_chosen_logps", "ref_rejected_logps"):
-                batch[key] = torch.tensor([ex[key] for ex in examples], dtype=torch.float64)
-        batch["masked_tokens"] = torch.tensor(float(_masked(examples)))
-        batch["response_tokens"] = torch.tensor(float(_response_tokens(examples)))
+        batch.update(per_pair_fields(examples))
         return batch
 
     def _rows(self, packs: list[tuple[Trie, list[int]]], layouts: list, T: int) -> dict[str, torch.Tensor]:
@@ -225,18 +221,22 @@ class ProblemSampler(torch.utils.data.Sampler):
     """Shuffles problems, not examples: a problem's examples (same prompt) stay together and in order, so a
     batch holds whole problems and their tries share the prompt and the common ancestors."""
 
-    def __init__(self, examples: list[dict[str, Any]], seed: int = 0):
+    def __init__(self, examples: list[Example], seed: int = 0):
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, ex in enumerate(examples):
             groups.setdefault(tuple(ex["shared"][:len(ex["shared"]) - ex["prefix_len"]]), []).append(i)
         self.groups = list(groups.values())
         self.seed, self.epoch = seed, 0
 
+    def set_epoch(self, epoch: int) -> None:
+        """The Trainer calls this every epoch: the order depends on (seed, epoch) only, so a resumed run
+        and every DDP rank see the same one."""
+        self.epoch = epoch
+
     def __len__(self) -> int:
         return sum(len(g) for g in self.groups)
 
     def __iter__(self):
         order = list(range(len(self.groups)))
-        random.Random(self.seed + self.epoch).shuffle(order)
-        self.epoch += 1
+        random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
         return (i for g in order for i in self.groups[g])
