@@ -130,43 +130,19 @@ def raw_replay(backend, waves: list[dict]) -> dict:
     return {"waves": len(waves), "generated_tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall}
 
 
-def best_of_n(cfg, backend, verifier, problems, token_budget: int, per_round: int, seed: int) -> dict:
-    """Sample full solutions (same temperature / top_p / path-token limit as the search) in rounds of
-    `per_round` per problem until `token_budget` generated tokens are spent; samples are counted in order
-    (round, problem, index) up to the budget, so the total never exceeds it. Solved = any sample correct."""
-    from mcts_cot.backends.base import Request
-    from mcts_cot.prompts import prompt_ids
-    from mcts_cot.verify import extract_answer
+def best_of_n(cfg, backend, verifier, problems, token_budget: int, per_round: int) -> dict:
+    """The search's own best_of_n strategy (same shell, prompt, sampling, terminal rule and verifier) with
+    each problem given an equal share of `token_budget`, `per_round` samples per request."""
+    import dataclasses
+    import math
 
-    reset_cache(backend)
-    tok = backend.tokenizer
-    prompts = [prompt_ids(tok, cfg.prompt, p.problem) for p in problems]
-    spent, samples, correct = 0, [0] * len(problems), [False] * len(problems)
-    start, rnd, full = time.perf_counter(), 0, False
-    while not full:
-        reqs = [Request(prompt_ids=ids, n=per_round, max_tokens=cfg.policy.max_path_tokens,
-                        temperature=cfg.temperature, top_p=cfg.top_p, seed=seed * 1_000_003 + rnd * 10_007 + i)
-                for i, ids in enumerate(prompts)]
-        results = backend.generate(reqs)
-        items, owners = [], []
-        for i, comps in enumerate(results):
-            for comp in comps:
-                if spent + len(comp.token_ids) > token_budget:
-                    full = True
-                    break
-                spent += len(comp.token_ids)
-                samples[i] += 1
-                items.append((problems[i].answer, extract_answer(comp.text)))
-                owners.append(i)
-            if full:
-                break
-        for i, verdict in zip(owners, verifier.verify_batch(items), strict=True):
-            correct[i] |= verdict == "correct"
-        rnd += 1
-    wall = time.perf_counter() - start
-    return {"generated_tokens": spent, "wall_s": wall, "rounds": rnd, "solved": sum(correct),
-            "samples_total": sum(samples), "samples_per_problem_min": min(samples),
-            "samples_per_problem_max": max(samples), "mean_sample_tokens": spent / max(1, sum(samples))}
+    from mcts_cot.search.config import BestOfNSettings
+
+    share = math.ceil(token_budget / len(problems))
+    bon = dataclasses.replace(cfg, strategy="best_of_n", best_of_n=BestOfNSettings(tokens_per_problem=share, wave=per_round))
+    result = run_search(bon, backend, verifier, problems)
+    result.pop("recorded")
+    return result
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -241,13 +217,14 @@ def main(argv: list[str] | None = None) -> dict:
                       f"({mcts['cached_prompt_tokens']} of {mcts['prompt_tokens']} prompt tokens)", flush=True)
                 lines.append(f"(c) prefix-cache hit rate = {mcts['prefix_cache_hit_rate']:.1%}")
             if "d" in parts:
-                bon = best_of_n(cfg, backend, verifier, problems, mcts["generated_tokens"], args.bon_per_round, args.seed)
+                bon = best_of_n(cfg, backend, verifier, problems, mcts["generated_tokens"], args.bon_per_round)
                 figures["d"] = {"mcts_solved": mcts["solved"], "bon": bon, "problems": len(problems)}
                 ratio_d = mcts["solved"] / max(1, bon["solved"])
                 figures["d"]["ratio"] = ratio_d
                 print(f"(d) same {mcts['generated_tokens']} tokens: MCTS solved {mcts['solved']}/{len(problems)}, "
-                      f"best-of-N solved {bon['solved']}/{len(problems)} with N = {bon['samples_per_problem_min']}-"
-                      f"{bon['samples_per_problem_max']} ({bon['mean_sample_tokens']:.0f} tokens/sample)", flush=True)
+                      f"best-of-N solved {bon['solved']}/{len(problems)} with {bon['generated_tokens']} tokens, "
+                      f"N ≈ {bon['rollouts'] / len(problems):.1f} ({bon['generated_tokens'] / max(1, bon['rollouts']):.0f} tokens/sample)",
+                      flush=True)
                 lines.append(f"(d) MCTS solve rate / best-of-N solve rate = {ratio_d:.2f} (aim >= 1.3)")
             if "b" in parts:
                 speed = problems[: args.speed_problems]

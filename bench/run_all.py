@@ -160,9 +160,10 @@ def render_search(r: dict) -> list[str]:
     if "d" in r:
         d = r["d"]
         bon = d["bon"]
+        n = (f"N ≈ {bon['rollouts'] / d['problems']:.1f}" if "rollouts" in bon  # results before best-of-N ran in the shell
+             else f"N = {bon['samples_per_problem_min']}–{bon['samples_per_problem_max']}")
         out.append(f"| (d) solved, MCTS vs best-of-N at {_f(bon['generated_tokens'])} tokens | {d['mcts_solved']}/{d['problems']} vs "
-                   f"{bon['solved']}/{d['problems']} (N = {bon['samples_per_problem_min']}–{bon['samples_per_problem_max']}) | "
-                   f"{d['ratio']:.2f} | ≥ 1.3 |")
+                   f"{bon['solved']}/{d['problems']} ({n}) | {d['ratio']:.2f} | ≥ 1.3 |")
     return out
 
 
