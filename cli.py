@@ -12,7 +12,7 @@ import functools
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -23,12 +23,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Build MCTS reasoning-tree data from verified answers, and train on it.")
 console = Console(stderr=True)
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file.")]  # noqa: UP045
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a config key: --set a.b=value (repeatable).")]  # noqa: UP045
-OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory.")]  # noqa: UP045
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model alias (smollm2-135m), HF id or local folder.")]  # noqa: UP045
-ProblemsOpt = Annotated[Optional[str], typer.Option("--problems", "-p", help="builtin:arithmetic[:N], or a .jsonl/.json/.parquet file or datasets folder.")]  # noqa: UP045
-BackendOpt = Annotated[Optional[str], typer.Option("--backend", "-b", help="vllm, hf or scripted.")]  # noqa: UP045
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config key: --set a.b=value (repeatable).")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model alias (smollm2-135m), HF id or local folder.")]
+ProblemsOpt = Annotated[str | None, typer.Option("--problems", "-p", help="builtin:arithmetic[:N], or a .jsonl/.json/.parquet file or datasets folder.")]
+BackendOpt = Annotated[str | None, typer.Option("--backend", "-b", help="vllm, hf or scripted.")]
 
 
 def user_errors(fn):
@@ -54,7 +54,7 @@ def search(
     model: ModelOpt = None,
     problems: ProblemsOpt = None,
     backend: BackendOpt = None,
-    shard: Annotated[Optional[str], typer.Option(help="i/N: search every N-th problem from the i-th (0-based) into trees-i-of-N.jsonl.")] = None,  # noqa: UP045
+    shard: Annotated[str | None, typer.Option(help="i/N: search every N-th problem from the i-th (0-based) into trees-i-of-N.jsonl.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Start the run dir again even if it holds another config.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Run the whole engine on the scripted backend, into --out if given, else into a temp dir removed at the end.")] = False,
 ) -> None:
@@ -90,7 +90,7 @@ def _dry_run_dir(cfg, temporary: bool):
 @user_errors
 def inspect(
     run_dir: Annotated[Path, typer.Argument(help="A search run dir.")],
-    problem: Annotated[Optional[str], typer.Option(help="Problem id to draw (default: the first tree).")] = None,  # noqa: UP045
+    problem: Annotated[str | None, typer.Option(help="Problem id to draw (default: the first tree).")] = None,
     max_nodes: Annotated[int, typer.Option(help="Draw at most this many nodes (0 = all); `mcts-cot view` shows every tree in a browser.")] = 400,
 ) -> None:
     """Print a search run's summary and draw one tree (N, Q and verdict per node)."""
@@ -103,8 +103,8 @@ def inspect(
 @user_errors
 def view(
     run_dir: Annotated[Path, typer.Argument(help="A search run dir.")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="HTML file to write (default RUN_DIR/view.html).")] = None,  # noqa: UP045
-    export: Annotated[Optional[Path], typer.Option("--export", "-e", help="A data dir of export-pairs: mark the nodes in SFT rows and pairs.")] = None,  # noqa: UP045
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="HTML file to write (default RUN_DIR/view.html).")] = None,
+    export: Annotated[Path | None, typer.Option("--export", "-e", help="A data dir of export-pairs: mark the nodes in SFT rows and pairs.")] = None,
 ) -> None:
     """Write one self-contained HTML page (no server, no network) to browse a run's trees: problems, verdicts,
     N and Q, path texts, filters, and which nodes became SFT rows and pairs."""
@@ -149,10 +149,10 @@ def export_pairs(
 @user_errors
 def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Model dir to write (HF folder + config.yaml + metrics.json).")],
-    data: Annotated[Optional[Path], typer.Option("--data", "-d", help="Data dir written by export-pairs (not used by objective grpo).")] = None,  # noqa: UP045
+    data: Annotated[Path | None, typer.Option("--data", "-d", help="Data dir written by export-pairs (not used by objective grpo).")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model to train (default: the data's `model` column).")] = None,  # noqa: UP045
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model to train (default: the data's `model` column).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace the model of an earlier run in --out (resume=true continues it instead).")] = False,
 ) -> None:
     """Train (cDPO / DPO / SimPO, + α·NLL, or SFT) on exported pairs, or GRPO on problems with verified rewards
@@ -178,8 +178,8 @@ def eval_(
     model: ModelOpt = None,
     problems: ProblemsOpt = None,
     backend: BackendOpt = None,
-    n: Annotated[Optional[int], typer.Option("--n", "-n", help="Samples per problem (sampling.n).")] = None,  # noqa: UP045
-    temperature: Annotated[Optional[float], typer.Option("--temperature", "-t", help="Sampling temperature; 0 = greedy (sampling.temperature).")] = None,  # noqa: UP045
+    n: Annotated[int | None, typer.Option("--n", "-n", help="Samples per problem (sampling.n).")] = None,
+    temperature: Annotated[float | None, typer.Option("--temperature", "-t", help="Sampling temperature; 0 = greedy (sampling.temperature).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace the report of an earlier eval in --out.")] = False,
 ) -> None:
     """Sample answers for a problem set, verify them, and report accuracy, pass@k, maj@k and reflection markers.
@@ -235,8 +235,8 @@ def _config_class(command: str) -> type:
 
 # ------------------------------------------------------------------------------------- the loop (mcts_cot.loop)
 
-RoundsOpt = Annotated[Optional[int], typer.Option("--rounds", "-r", help="Rounds; round k searches with the model trained in round k-1.")]  # noqa: UP045
-ScaleOpt = Annotated[Optional[float], typer.Option("--scale", help="Multiply the recipe's problem counts (train, test, sampled test).")]  # noqa: UP045
+RoundsOpt = Annotated[int | None, typer.Option("--rounds", "-r", help="Rounds; round k searches with the model trained in round k-1.")]
+ScaleOpt = Annotated[float | None, typer.Option("--scale", help="Multiply the recipe's problem counts (train, test, sampled test).")]
 
 
 def _loop(config, set_, out, rounds, scale, backend) -> None:
@@ -306,8 +306,8 @@ def best_of_n(
     model: ModelOpt = None,
     problems: ProblemsOpt = None,
     backend: BackendOpt = None,
-    n: Annotated[Optional[int], typer.Option("--n", "-n", help="Samples per problem.")] = None,  # noqa: UP045
-    tokens: Annotated[Optional[int], typer.Option("--tokens", help="Sample until this many generated tokens (shared equally by the problems) instead of a fixed n.")] = None,  # noqa: UP045
+    n: Annotated[int | None, typer.Option("--n", "-n", help="Samples per problem.")] = None,
+    tokens: Annotated[int | None, typer.Option("--tokens", help="Sample until this many generated tokens (shared equally by the problems) instead of a fixed n.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Start the run dir again even if it holds another config.")] = False,
 ) -> None:
     """N full samples per problem, verified, written as a run dir of one-level trees (export-pairs reads it):

@@ -335,7 +335,7 @@ class ProblemsConfig:
     problem_field: str = option("problem", "Field holding the problem text.")
     answer_field: str = option("answer", "Field holding the gold answer.")
     skip_bad_rows: bool = option(False, "Skip rows without a usable answer (counted and reported) instead of failing.")
-    limit: typing.Optional[int] = option(None, "Use only the first N problems.", ge=1)  # noqa: UP045
+    limit: int | None = option(None, "Use only the first N problems.", ge=1)
 
 
 @dataclasses.dataclass

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from math import comb, sqrt
 from pathlib import Path
-from typing import Optional
 
 import orjson
 from rich.console import Console
@@ -52,7 +51,7 @@ class EvalConfig:
     verify: VerifyConfig = section(VerifyConfig, "The math-verify worker pool.")
     sampling: SamplingConfig = section(SamplingConfig, "Samples per problem and how they are drawn.")
     stop: list[str] = option([], "Stop strings; none by default, so every sample is a full answer.")
-    k: Optional[int] = option(None, "k of pass@k and maj@k; default sampling.n.", ge=1)  # noqa: UP045
+    k: int | None = option(None, "k of pass@k and maj@k; default sampling.n.", ge=1)
     chunk: int = option(64, "Problems per backend call (the progress bar moves once per chunk).", ge=1)
     out: str = option("runs/eval", "Output directory (the --out flag overrides it).")
 

@@ -43,7 +43,7 @@ class TrainConfig:
     data: str = option("", "Data dir written by `mcts-cot export-pairs` (pairs.jsonl, pairs_val.jsonl, sft.jsonl, sft_val.jsonl).")
     objective: Objective = option("cdpo", "dpo (sigmoid), cdpo (label-smoothed DPO), simpo (reference-free, length-normalised), sft (NLL on sft.jsonl) or grpo (online, verified rewards on grpo.problems; no --data; beta is the KL weight).")
     beta: float = option(0.1, "DPO/cDPO temperature β; for simpo the reward scale β (SimPO uses ~2.0).", gt=0)
-    epsilon: typing.Union[float, str] = option(0.1, "cDPO/SimPO label smoothing ε: a float, or 'pairs' to read each pair's exported `epsilon` column (MCTS-DPO's visit confidence; it is 0.5, i.e. no preference signal, wherever both sides have equal visits). dpo always uses 0.", ge=0, lt=0.5)  # noqa: UP007
+    epsilon: float | str = option(0.1, "cDPO/SimPO label smoothing ε: a float, or 'pairs' to read each pair's exported `epsilon` column (MCTS-DPO's visit confidence; it is 0.5, i.e. no preference signal, wherever both sides have equal visits). dpo always uses 0.", ge=0, lt=0.5)
     alpha: float = option(1.0, "Weight of the NLL term on the chosen response (joint objective; 0 turns it off). Ignored by sft.", ge=0)
     masking: bool = option(True, "Shared-prefix masking: prompt + shared reasoning prefix are context only and log-probs sum over the divergent suffix. false: the shared prefix counts in both log-probs (plain response-level DPO).")
     prefix_sharing: bool = option(False, "Pack prompt + prefix, chosen and rejected suffix in ONE sequence (rejected blind to chosen): one forward instead of two. Same loss and gradients.")
@@ -62,23 +62,23 @@ class TrainConfig:
     per_device_eval_batch_size: int = option(8, "Pairs per device per evaluation step.", ge=1)
     gradient_accumulation_steps: int = option(1, "Micro-batches per optimizer step.", ge=1)
     max_length: int = option(2048, "Longest sequence (prompt + prefix + one suffix). Longer rows have their suffixes cut from the end (counted and reported); rows whose context alone fills it are dropped (counted).", ge=1)
-    pad_to_multiple_of: typing.Optional[int] = option(None, "Pad the sequence dimension to a multiple of this (128 suits FlexAttention block masks).", ge=1)  # noqa: UP045
+    pad_to_multiple_of: int | None = option(None, "Pad the sequence dimension to a multiple of this (128 suits FlexAttention block masks).", ge=1)
     warmup_ratio: float = option(0.1, "Fraction of steps with linear warmup (in [0, 1); given to transformers 4.x as warmup_ratio, to 5.x as warmup_steps, which reads a float below 1 as a ratio).", ge=0, lt=1)
     lr_scheduler_type: str = option("cosine", "Scheduler name understood by transformers.")
     weight_decay: float = option(0.0, "AdamW weight decay.", ge=0)
     max_grad_norm: float = option(1.0, "Gradient clipping norm.", ge=0)
     logging_steps: int = option(10, "Log metrics every N steps.", ge=1)
-    eval_steps: typing.Optional[int] = option(None, "Evaluate on the validation file every N steps (None: at the end only).", ge=1)  # noqa: UP045
+    eval_steps: int | None = option(None, "Evaluate on the validation file every N steps (None: at the end only).", ge=1)
     save_steps: int = option(500, "Checkpoint every N steps (under OUT/checkpoints).", ge=1)
-    save_total_limit: typing.Optional[int] = option(2, "Keep at most N checkpoints.", ge=1)  # noqa: UP045
+    save_total_limit: int | None = option(2, "Keep at most N checkpoints.", ge=1)
     seed: int = option(0, "Seed for data order and initialisation.", ge=0)
-    bf16: typing.Union[bool, str] = option(False, "bfloat16 mixed precision (autocast; master weights stay float32): true, false or auto = on where bf16 is native (a GPU that supports it, a CPU with avx512_bf16 / AMX, where it ran 1.5x faster), off elsewhere (an emulating CPU ran 27x slower). The log says which.")  # noqa: UP007
+    bf16: bool | str = option(False, "bfloat16 mixed precision (autocast; master weights stay float32): true, false or auto = on where bf16 is native (a GPU that supports it, a CPU with avx512_bf16 / AMX, where it ran 1.5x faster), off elsewhere (an emulating CPU ran 27x slower). The log says which.")
     attn_implementation: str = option("sdpa", "sdpa (CPU and GPU; a dense 4-D mask with prefix sharing) or flex_attention (GPU; a block-sparse mask).")
     report_to: list = option([], "Trackers: tensorboard, wandb, trackio, ... (empty: console and metrics.json only).")
     gradient_checkpointing: bool = option(False, "Recompute activations in backward to save memory.")
-    resume: typing.Union[bool, str] = option(False, "true: continue from the last checkpoint in OUT/checkpoints; or a checkpoint folder.")  # noqa: UP007
-    deepspeed: typing.Optional[str] = option(None, "DeepSpeed JSON (configs/deepspeed/*.json); normally set through an accelerate config instead.")  # noqa: UP045
-    use_cpu: typing.Optional[bool] = option(None, "Train on CPU (None: when no CUDA device is present). Also what makes a multi-process CPU launch use DDP over gloo.")  # noqa: UP045
+    resume: bool | str = option(False, "true: continue from the last checkpoint in OUT/checkpoints; or a checkpoint folder.")
+    deepspeed: str | None = option(None, "DeepSpeed JSON (configs/deepspeed/*.json); normally set through an accelerate config instead.")
+    use_cpu: bool | None = option(None, "Train on CPU (None: when no CUDA device is present). Also what makes a multi-process CPU launch use DDP over gloo.")
     trainer_kwargs: dict = option({}, "Extra TrainingArguments, e.g. {optim: adamw_torch_fused}.")
 
     def validate(self) -> None:

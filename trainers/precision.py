@@ -8,13 +8,11 @@ bf16 where it is native, float32 elsewhere. `true` is obeyed even where bf16 is 
 
 from __future__ import annotations
 
-from typing import Union
-
 import torch
 
 from mcts_cot.models import cpu_has_bf16
 
-Bf16Setting = Union[bool, str]  # noqa: UP007
+Bf16Setting = bool | str
 
 
 def native_bf16(use_cpu: bool) -> tuple[bool, str]:
