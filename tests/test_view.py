@@ -217,3 +217,19 @@ def test_browser_collapse_sort_and_search(run_and_export):
     assert re.search(r'<tbody><tr data-idx="\d+" data-id="([^"]+)"', dom).group(1) == most.problem["id"]
     dom = dump_dom(page, f"search={trees[-1].problem['id']}")
     assert re.findall(r'<tr data-idx="\d+" data-id="([^"]+)"', dom) == [trees[-1].problem["id"]]
+
+
+def test_browser_marks_sft_ends_and_draws_a_clicked_pair_in_two_colours(run_and_export):
+    run, data = run_and_export
+    page = write_view(run, run / "view-marks.html", data)
+    blocks = _blocks(page.read_text())
+    trees = {t.problem["id"]: t for t in iter_trees(run)}
+    pid = next(p for p, b in blocks.items() if b["sft"] and b["pairs"])
+    tree, (strategy, chosen, rejected, _) = trees[pid], blocks[pid]["pairs"][0]
+    dom = dump_dom(page, f"problem={pid}&pair=0")
+    assert {int(i) for i in re.findall(r'<g class="node[^"]* sft[^"]*" data-id="(\d+)"', dom)} == set(blocks[pid]["sft"])
+    on = {side: {int(i) for i in re.findall(rf'<g class="node[^"]* on-{side}[^"]*" data-id="(\d+)"', dom)}
+          for side in ("chosen", "rejected")}
+    assert on["chosen"] == {0, *(n.id for n in tree.path(tree.nodes[chosen]))}
+    assert on["rejected"] == {0, *(n.id for n in tree.path(tree.nodes[rejected]))}
+    assert f"node #{chosen} · " in dom and f"chosen in pair 1 ({strategy}" in dom
