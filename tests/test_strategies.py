@@ -37,12 +37,9 @@ def search_config(tmp_path, model, strategy: str, name: str, *sets: str) -> Sear
 
 
 def records(run_dir) -> dict[str, dict]:
-    out = {}
-    for tree in iter_trees(run_dir):
-        rec = tree.to_record()
-        rec["stats"].pop("seconds")
-        out[tree.problem["id"]] = rec
-    return out
+    """Every tree's record by problem id, without its wall time (the one field a rerun may change)."""
+    return {t.problem["id"]: {**t.to_record(), "stats": {k: v for k, v in t.stats.items() if k != "seconds"}}
+            for t in iter_trees(run_dir)}
 
 
 @pytest.mark.parametrize("strategy", ["mcts", "best_of_n"])
