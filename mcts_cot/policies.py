@@ -2,7 +2,9 @@
 
 `plain`: a step is whatever the model writes up to a stop string (default a blank line, kept in the text).
 `typed`: the paper's thought actions (sub-task, thinking, hypothesis, double-check, reflection, answer, ...),
-each wrapped in tags, started with a prefill text, with child counts from a transition table; fixed-text
+each wrapped in tags, started with a prefill text, with child counts from a transition table (an action the
+model leaves open, by ending its turn or at the length limit, is closed by the policy; only the answer action
+ends a path with an answer, the others only at the depth and token limits); fixed-text
 actions (reflection) are added without generation, and a wrong answer adds a reflection child under the
 nearest double-check ancestor (error backtracking). Both come from YAML (`configs/search/*.yaml`).
 """
@@ -106,14 +108,18 @@ class Policy:
     def step_budget(self, tree: Tree, node: Node) -> int:
         return max(1, min(self.cfg.max_step_tokens, self.cfg.max_path_tokens - self.path_tokens(tree, node)))
 
-    def terminal_reason(self, node: Node, path_tokens: int, is_answer_action: bool) -> TerminalReason | None:
+    def terminal_reason(self, node: Node, path_tokens: int) -> TerminalReason | None:
         """Why `node` ends its path, or None. An answer wins over the limits it may also hit."""
-        if node.answer is not None or is_answer_action:
+        if node.answer is not None:
             return "answer"
         if node.finish == "eos":
             return "eos"
         if node.finish == "length":
             return "length"
+        return self.limit_reason(node, path_tokens)
+
+    def limit_reason(self, node: Node, path_tokens: int) -> TerminalReason | None:
+        """The path limits every policy keeps: depth and generated tokens."""
         if node.depth >= self.cfg.max_depth:
             return "max_depth"
         if path_tokens >= self.cfg.max_path_tokens:
@@ -139,7 +145,7 @@ class PlainPolicy(Policy):
 
     def classify(self, tree: Tree, node: Node) -> TerminalReason | None:
         node.answer = extract_answer(node.text)
-        return self.terminal_reason(node, self.path_tokens(tree, node), is_answer_action=False)
+        return self.terminal_reason(node, self.path_tokens(tree, node))
 
 
 class TypedPolicy(Policy):
@@ -186,11 +192,18 @@ class TypedPolicy(Policy):
         return out
 
     def child(self, exp: Expansion, completion: Completion) -> tuple[str, list[int]]:
-        """An action its close tag stopped gets the separator, so the next action starts on a new line."""
+        """An action its close tag stopped gets the separator, so the next action starts on a new line. A
+        non-terminal action that ended with the model's turn or at the length limit is closed here (its close
+        tag, then the separator): a small model rarely writes the close tag itself, and its step is still a
+        step the tree can continue from (the end-of-turn token is not in the ids)."""
         text, ids = super().child(exp, completion)
-        if completion.finish != "stop" or exp.action not in self.cfg.actions:
+        spec = self.cfg.actions.get(exp.action)
+        if spec is None:
             return text, ids
-        return text + self.cfg.separator, ids + self.encode(self.cfg.separator)
+        tail = self.cfg.separator if completion.finish == "stop" else ""
+        if completion.finish in ("eos", "length") and spec.get("close") and not spec.get("terminal"):
+            tail = spec["close"] + self.cfg.separator
+        return text + tail, ids + self.encode(tail)
 
     def fixed_children(self, tree: Tree, node: Node) -> list[tuple[str, str]]:
         """(action, text) of fixed-text children the transition table gives `node`."""
@@ -201,11 +214,12 @@ class TypedPolicy(Policy):
                 if self.cfg.actions[a].get("fixed") for _ in range(int(count))]
 
     def classify(self, tree: Tree, node: Node) -> TerminalReason | None:
-        spec = self.cfg.actions.get(node.kind, {})
-        is_answer = bool(spec.get("terminal"))
-        if is_answer:
+        """Only the answer action ends a path with an answer; any other action ends it only at a path limit,
+        however its generation stopped (`child` closed it)."""
+        if self.cfg.actions.get(node.kind, {}).get("terminal"):
             node.answer = extract_answer(node.text)
-        return self.terminal_reason(node, self.path_tokens(tree, node), is_answer_action=is_answer)
+            return "answer"
+        return self.limit_reason(node, self.path_tokens(tree, node))
 
     def backtrack(self, tree: Tree, wrong: Node) -> list[tuple[Node, str]]:
         """Error backtracking: the nearest `on_wrong` ancestor gets its extra children (once each)."""

@@ -1,0 +1,94 @@
+"""The paper's typed search with a model that does not close its tags: an end-of-turn or a length cut inside a
+non-terminal action closes that action and the tree goes on (the embedded model never wrote `</sub-task>`,
+so every typed tree died after its first expansion); an answer action still ends its path, and the depth and
+path-token limits still hold. Also: the typed prompt shows the tag format, and the ladder and compare-bon run
+on a typed search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mcts_cot.backends.scripted import ScriptedBackend
+from mcts_cot.config import load_config
+from mcts_cot.problems import Problem
+from mcts_cot.search import Engine, SearchConfig
+
+MARCO = Path(__file__).resolve().parents[1] / "configs" / "search" / "marco.yaml"
+PROBLEM = Problem(id="p1", problem="What is 2 + 3?", answer="5")
+TYPED = [
+    "policy.kind=typed",
+    r'policy.separator="\n"',
+    "policy.actions={plan: {open: '<p>', close: '</p>'}, check: {open: '<c>', close: '</c>'},"
+    " answer: {open: '<a>', close: '</a>', prefill: ['The answer is \\boxed{'], terminal: true}}",
+    "policy.transitions={root: {plan: 1}, plan: {check: 1}, check: {answer: 1}}",
+]
+
+
+class ExactVerifier:
+    def verify_batch(self, items):
+        return ["no_answer" if a is None else "correct" if a == g else "wrong" for g, a in items]
+
+
+def grow(byte_tok, script, *sets: str, waves: int = 3):
+    cfg = load_config(SearchConfig, None, ["backend.name=scripted", "prompt.few_shot=[]", "prompt.system=''", *TYPED, *sets])
+    eng = Engine(cfg, {"main": ScriptedBackend(byte_tok, script)}, ExactVerifier(), byte_tok)
+    ts = eng.start(PROBLEM)
+    for _ in range(waves):
+        eng.wave([ts])
+    return ts
+
+
+def unclosed(prompt: str, index: int) -> str:
+    """A model that never writes a close tag: every action ends with its turn."""
+    tail = prompt.rsplit("assistant\n", 1)[-1]
+    if tail.endswith("<p>"):
+        return "add 2 and 3"
+    if tail.endswith("<c>"):
+        return "2 + 3 = 5, fine"
+    return "5}."
+
+
+def test_end_of_turn_closes_a_non_terminal_action_and_the_tree_goes_on(byte_tok):
+    ts = grow(byte_tok, unclosed)
+    t = ts.tree
+    assert [n.kind for n in t.nodes] == ["root", "plan", "check", "answer"]
+    plan, check, answer = t.nodes[1:]
+    assert plan.text == "<p>add 2 and 3</p>\n" and check.text == "<c>2 + 3 = 5, fine</c>\n"
+    for node in (plan, check):  # the closing tag and separator are in the token ids too
+        assert node.terminal is None and node.finish == "eos"
+        assert node.token_ids == byte_tok.encode(node.text, add_special_tokens=False)
+    # an answer action that ends its turn still ends the path
+    assert (answer.terminal, answer.answer, answer.verdict) == ("answer", "5", "correct")
+    assert answer.text == "<a>The answer is \\boxed{5}."
+
+
+def test_a_length_cut_closes_a_non_terminal_action(byte_tok):
+    def rambling(prompt: str, index: int) -> str:
+        return "x" * 50 if prompt.endswith("<p>") else unclosed(prompt, index)
+
+    ts = grow(byte_tok, rambling, "policy.max_step_tokens=20")
+    plan = ts.tree.nodes[1]
+    assert plan.finish == "length" and plan.terminal is None
+    assert plan.text == "<p>" + "x" * 20 + "</p>\n"
+    assert ts.tree.nodes[-1].verdict == "correct"
+
+
+@pytest.mark.parametrize("sets,reason", [
+    (("policy.max_depth=2",), "max_depth"),
+    (("policy.max_path_tokens=12",), "max_tokens"),
+])
+def test_closed_actions_still_stop_at_the_path_limits(byte_tok, sets, reason):
+    ts = grow(byte_tok, unclosed, "policy.transitions={root: {plan: 1}, plan: {plan: 1}}", *sets, waves=4)
+    leaf = ts.tree.nodes[-1]
+    assert leaf.kind == "plan" and (leaf.terminal, leaf.verdict) == (reason, "no_answer")
+    assert ts.outcome()[0] == "failure"
+
+
+def test_a_closed_stop_keeps_one_close_tag(byte_tok):
+    def closes(prompt: str, index: int) -> str:
+        return "add</p>" if prompt.endswith("<p>") else unclosed(prompt, index)
+
+    plan = grow(byte_tok, closes, waves=1).tree.nodes[1]
+    assert (plan.text, plan.finish, plan.terminal) == ("<p>add</p>\n", "stop", None)
