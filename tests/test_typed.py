@@ -92,3 +92,33 @@ def test_a_closed_stop_keeps_one_close_tag(byte_tok):
 
     plan = grow(byte_tok, closes, waves=1).tree.nodes[1]
     assert (plan.text, plan.finish, plan.terminal) == ("<p>add</p>\n", "stop", None)
+
+
+def tagged_actions(cfg: SearchConfig, solution: str) -> list[str]:
+    """The actions a worked solution is written in, checked as the search would grow them: each opens with its
+    tag (and one of its prefills), is closed, and is followed by the separator; the table allows each step."""
+    acts, sep, kind, kinds = cfg.policy.actions, cfg.policy.separator, "root", []
+    rest = solution
+    while rest:
+        name = next((a for a, spec in acts.items() if rest.startswith(spec["open"])), None)
+        assert name in cfg.policy.transitions.get(kind, {}), f"{kind} -> {rest[:30]!r}"
+        spec = acts[name]
+        assert spec["close"] in rest, f"{name} is never closed"
+        body, rest = rest[len(spec["open"]):].split(spec["close"], 1)
+        assert any(body.startswith(p) for p in spec.get("prefill") or [""]), body
+        assert not rest or rest.startswith(sep)
+        rest, kind = rest[len(sep):], name
+        kinds.append(name)
+    assert acts[kinds[-1]].get("terminal"), "a worked solution ends with the answer action"
+    return kinds
+
+
+def test_the_typed_prompt_shows_the_tag_format(byte_tok):
+    from mcts_cot.prompts import prompt_ids
+
+    cfg = load_config(SearchConfig, MARCO)
+    shots = [tagged_actions(cfg, shot["solution"]) for shot in cfg.prompt.few_shot]
+    assert len(shots) >= 2 and any(kinds.count("thinking") > 1 for kinds in shots)  # a multi-step example too
+    # bytes bound tokens: the prompt and a whole path fit the context with room to spare
+    prompt = prompt_ids(byte_tok, cfg.prompt, "A farmer has 12 rows of 7 plants and sells 15. How many are left?")
+    assert len(prompt) + cfg.policy.max_path_tokens <= cfg.backend.max_model_len
