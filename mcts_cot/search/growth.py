@@ -7,6 +7,11 @@ rules read, the finished record) lives here, so every strategy labels and backs 
 comparable node for node. The engine (`engine.py`) only sees the `TreeGrower` interface: it asks a tree for
 requests and hands back each request's completions one request at a time, so a scheduler that feeds the
 backend continuously fits the same interface as the lock-step waves.
+
+What comes next plugs in here: a run-level allocator moves budget between trees by reading their `stats`
+(tokens spent, correct and wrong ends) at fixed token checkpoints and limiting what `plan` may send; a
+strategy that branches an existing trajectory (checkpoint DPO) is a `Growth` whose constructor adds the
+trajectory's steps under the root before `plan` is first called.
 """
 
 from __future__ import annotations
