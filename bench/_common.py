@@ -31,9 +31,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> list[str]:
+    """The CPU features that decide speed here (vector width, native bf16 / AMX): machines of one kind differ."""
+    try:
+        line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+    wanted = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+    return [f for f in line.split(":", 1)[1].split() if f in wanted]
+
+
 def machine() -> dict:
-    """CPU model, cores, RAM, GPU (if any), OS and package versions."""
-    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
+    """CPU model and flags, cores, RAM, GPU (if any), OS and package versions."""
+    info = {"cpu": cpu_model(), "cpu_flags": cpu_flags(), "cores": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version()}
     try:
         pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")

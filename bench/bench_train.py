@@ -184,6 +184,20 @@ def first_loss(trainer, batch) -> float:
     return float(loss)
 
 
+def report_arm(label: str, result: dict, tail: str) -> None:
+    steps = ", ".join(f"{s:.2f}" for s in result["step_s"])
+    print(f"{label}: {result['pairs_per_s']:.3f} pairs/s (steps {steps} s); {tail}", flush=True)
+
+
+def release_memory(cuda: bool) -> None:
+    """Free a finished arm's trainer (deleted by the caller) before the next arm is timed."""
+    gc.collect()
+    if cuda:
+        import torch
+
+        torch.cuda.empty_cache()
+
+
 def timed_train(trainer, args) -> dict:
     timer = StepTimer()
     trainer.add_callback(timer.as_callback())
@@ -282,12 +296,9 @@ def main(argv: list[str] | None = None) -> dict:
         losses[arm] = first_loss(trainer, batch)
         tokens = int(batch["input_ids"].numel())
         results[arm] = {**timed_train(trainer, args), "first_batch_loss": losses[arm], "first_batch_tokens": tokens}
-        print(f"{arm:>22}: {results[arm]['pairs_per_s']:.3f} pairs/s (steps {', '.join(f'{s:.2f}' for s in results[arm]['step_s'])} s); "
-              f"first-batch loss {losses[arm]:.6f}; {tokens} padded tokens per batch", flush=True)
+        report_arm(f"{arm:>22}", results[arm], f"first-batch loss {losses[arm]:.6f}; {tokens} padded tokens per batch")
         del trainer
-        gc.collect()
-        if args.cuda:
-            torch.cuda.empty_cache()
+        release_memory(args.cuda)
 
     diff = max(abs(losses[a] - losses["trl"]) for a in losses)
     ok = diff <= args.tolerance

@@ -22,7 +22,6 @@ examples in every arm). Tokens per batch: the first batch's input_ids, padded an
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib.util
 import random
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_train as bt  # noqa: E402
-from _common import write_result  # noqa: E402
+from _common import cpu_flags, write_result  # noqa: E402
 
 HEADER_LEN, QUESTION_LEN = 560, 40
 
@@ -68,16 +67,6 @@ def deep_rows(problems: int, seed: int, scale: float = 1.0) -> list[dict]:
     return rows
 
 
-def cpu_flags() -> list[str]:
-    """The CPU features that decide matmul speed here (vector width, native bf16 / AMX)."""
-    try:
-        line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
-    except (OSError, StopIteration):
-        return []
-    wanted = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
-    return [f for f in line.split(":", 1)[1].split() if f in wanted]
-
-
 def tree_arm(args, tok, rows_file: Path, ref, out: Path):
     """bench_train's own trainer (prefix-sharing config) with the tree-packing collator swapped in, so the
     reference, optimizer and loss are the other arms'; the trainer then samples whole problems."""
@@ -90,7 +79,6 @@ def tree_arm(args, tok, rows_file: Path, ref, out: Path):
 
 def run_shape(args, tok, name: str, rows: list[dict], tmp: Path) -> dict:
     """The three arms on one data shape; returns per-arm figures and the ratios."""
-    import torch
 
     lengths = [len(r["prompt"]) + len(r["prefix"]) + max(len(r["chosen"]), len(r["rejected"])) for r in rows]
     args.max_length = max(lengths) + 8
@@ -112,13 +100,10 @@ def run_shape(args, tok, name: str, rows: list[dict], tmp: Path) -> dict:
         real = batch["attention_mask"].sum() if "attention_mask" in batch else (ids != pad).sum()
         tokens = {"padded": int(ids.numel()), "real": int(real), "rows": int(ids.shape[0])}
         results[arm] = {**bt.timed_train(trainer, args), "first_batch_loss": losses[arm], "first_batch_tokens": tokens}
-        print(f"{name:>5} {arm:>9}: {results[arm]['pairs_per_s']:.3f} pairs/s "
-              f"(steps {', '.join(f'{s:.2f}' for s in results[arm]['step_s'])} s); loss {losses[arm]:.6f}; "
-              f"{tokens['padded']} padded tokens in {tokens['rows']} rows per batch", flush=True)
+        bt.report_arm(f"{name:>5} {arm:>9}", results[arm],
+                      f"loss {losses[arm]:.6f}; {tokens['padded']} padded tokens in {tokens['rows']} rows per batch")
         del trainer
-        gc.collect()
-        if args.cuda:
-            torch.cuda.empty_cache()
+        bt.release_memory(args.cuda)
     diff = max(abs(losses[a] - losses["pairwise"]) for a in losses)
     figures = {"arms": results, "max_loss_diff": diff, "losses_agree": diff <= args.tolerance,
                "tree_vs_pairwise": results["tree"]["pairs_per_s"] / results["pairwise"]["pairs_per_s"]}
