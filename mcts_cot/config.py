@@ -329,7 +329,7 @@ class ProblemsConfig:
 
     source: str = option("builtin:arithmetic:100", "builtin:arithmetic[:N], a .jsonl/.json/.parquet file, or a saved datasets folder.")
     split: typing.Literal["train", "test"] = option("test", "builtin only: train and test problems never overlap.")
-    difficulty: int = option(2, "builtin only: the most arithmetic steps per problem (1 to 3).", ge=1, le=3)
+    difficulty: int | str = option(2, "builtin only: arithmetic steps per problem, N for 1 to N or a range 'A-B' ('4-6'; '5-5' for exactly five), within 1 to 6.", ge=1, le=6)
     seed: int = option(0, "builtin only: generator seed.", ge=0)
     id_field: str = option("id", "Field holding the problem id (row number when absent).")
     problem_field: str = option("problem", "Field holding the problem text.")

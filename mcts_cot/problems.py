@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import random
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -265,16 +265,17 @@ def _first_line(exc: Exception) -> str:
 
 _NAMES = ["Ana", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lea", "Max", "Nia"]
 _ITEMS = ["apples", "marbles", "stickers", "books", "cookies", "pencils", "shells", "cards", "coins", "eggs"]
+MOST_STEPS = 6
 
-# Each step: (phrase with {k} for the operand, function). Steps keep every intermediate a positive integer.
-_Step = tuple[str, Callable[[int, int], int]]
-_STEPS: dict[str, list[_Step]] = {
-    "add": [("then gets {k} more", lambda x, k: x + k), ("then finds {k} more", lambda x, k: x + k)],
-    "sub": [("then gives {k} away", lambda x, k: x - k), ("then loses {k}", lambda x, k: x - k)],
-    "mul": [("then the amount is multiplied by {k}", lambda x, k: x * k),
-            ("then ends up with {k} times as many", lambda x, k: x * k)],
-    "div": [("then splits them into {k} equal groups and keeps one group", lambda x, k: x // k)],
+# Each step kind: its phrases (with {k} for the operand) and what it does. Steps keep every value a
+# positive integer (a division only by a divisor of the value).
+_STEPS: dict[str, list[str]] = {
+    "add": ["then gets {k} more", "then finds {k} more"],
+    "sub": ["then gives {k} away", "then loses {k}"],
+    "mul": ["then the amount is multiplied by {k}", "then ends up with {k} times as many"],
+    "div": ["then splits them into {k} equal groups and keeps one group"],
 }
+_APPLY = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "div": operator.floordiv}
 
 
 def _builtin(cfg: ProblemsConfig) -> list[Problem]:
@@ -290,49 +291,78 @@ def _builtin(cfg: ProblemsConfig) -> list[Problem]:
     return arithmetic_problems(count, cfg.split, cfg.difficulty, cfg.seed)
 
 
-def arithmetic_problems(count: int, split: str, difficulty: int = 2, seed: int = 0) -> list[Problem]:
-    """`count` one- to `difficulty`-step word problems with exact positive integer answers.
+def step_range(difficulty: int | str) -> tuple[int, int]:
+    """`problems.difficulty` as (fewest, most) steps: `N` is 1 to N (its meaning before ranges existed, so
+    old configs draw the same problems), `'A-B'` is A to B (`'5-5'`: exactly five)."""
+    text = str(difficulty).strip()
+    low, _, high = text.partition("-") if "-" in text else ("1", "", text)
+    try:
+        low, high = int(low), int(high)
+    except ValueError:
+        low = high = 0
+    if isinstance(difficulty, bool) or not 1 <= low <= high <= MOST_STEPS:
+        raise UserError(f"problems.difficulty: expected N (1 to N steps) or a range 'A-B' within 1 to "
+                        f"{MOST_STEPS}, got {difficulty!r}")
+    return low, high
 
-    One seeded stream of problems is split by a hash of each problem's text (1 in 5 goes to test), so the
-    train and test splits can never share a problem, whatever their sizes.
+
+def arithmetic_problems(count: int, split: str, difficulty: int | str = 2, seed: int = 0) -> list[Problem]:
+    """`count` chained word problems of `difficulty` steps (see `step_range`) with exact positive integer answers.
+
+    One seeded stream per difficulty is split by a hash of each problem's text (1 in 5 goes to test), so the
+    train and test splits never share a problem, whatever their sizes or difficulties. `meta` records the
+    chain (`start`, `ops` as [kind, operand], `steps`), so the answer can be recomputed from it.
     """
-    rng = random.Random(f"arithmetic-{difficulty}-{seed}")
+    low, high = step_range(difficulty)
+    rng = random.Random(f"arithmetic-{high}-{seed}" if low == 1 else f"arithmetic-{low}-{high}-{seed}")
     seen: set[str] = set()
     out: list[Problem] = []
     while len(out) < count:
-        text, answer, steps = _one_problem(rng, difficulty)
+        text, answer, chain = _one_problem(rng, low, high)
         digest = hashlib.sha256(text.encode()).hexdigest()
-        if text in seen or (int(digest, 16) % 5 == 0) != (split == "test"):
+        if chain["steps"] < low or text in seen or (int(digest, 16) % 5 == 0) != (split == "test"):
             continue
         seen.add(text)
         out.append(Problem(id=f"arith-{split}-{digest[:10]}", problem=text, answer=str(answer),
-                           meta={"steps": steps, "source": f"builtin:arithmetic/{split}"}))
+                           meta={**chain, "source": f"builtin:arithmetic/{split}"}))
     return out
 
 
-def _one_problem(rng: random.Random, difficulty: int) -> tuple[str, int, int]:
+def _one_problem(rng: random.Random, low: int, high: int) -> tuple[str, int, dict[str, Any]]:
+    """A problem's text, answer and chain. The order of draws from `rng` is the original generator's: it
+    fixes every built-in problem (and its id) that earlier runs were made on."""
     name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
-    value = rng.randint(2, 20)
-    steps = rng.randint(1, difficulty)
-    parts = [f"{name} has {value} {item}"]
-    for _ in range(steps):
-        kind = rng.choice(list(_STEPS))
-        phrase, fn = rng.choice(_STEPS[kind])
-        if kind == "sub":
-            k = rng.randint(1, max(1, value - 1))
-        elif kind == "mul":
-            k = rng.randint(2, 4) if value < 40 else 2
-        elif kind == "div":
-            divisors = [d for d in range(2, 6) if value % d == 0]
-            if not divisors:
-                phrase, fn, k = _STEPS["add"][0][0], _STEPS["add"][0][1], rng.randint(2, 12)
-            else:
-                k = rng.choice(divisors)
-        else:
-            k = rng.randint(2, 15)
-        if value - k < 1 and kind == "sub":
+    start = value = rng.randint(2, 20)
+    parts, ops = [f"{name} has {value} {item}"], []
+    for _ in range(rng.randint(low, high)):
+        step = _one_step(rng, value)
+        if step is None:
             continue
-        parts.append(phrase.format(k=k))
-        value = fn(value, k)
+        phrase, kind, k = step
+        parts.append(phrase)
+        ops.append([kind, k])
+        value = _APPLY[kind](value, k)
     text = ", ".join(parts) + f". How many {item} does {name} have now?"
-    return text, value, steps
+    return text, value, {"steps": len(ops), "start": start, "ops": ops}
+
+
+def _one_step(rng: random.Random, value: int) -> tuple[str, str, int] | None:
+    """One step on `value` as (phrase, kind, operand); None when it would leave nothing (subtracting from 1),
+    and then the problem has one step fewer (a chain that falls short of its range is drawn again)."""
+    kind = rng.choice(list(_STEPS))
+    phrase = rng.choice(_STEPS[kind])
+    if kind == "sub":
+        k = rng.randint(1, max(1, value - 1))
+        if value - k < 1:
+            return None
+    elif kind == "mul":
+        k = rng.randint(2, 4) if value < 40 else 2
+    elif kind == "div":
+        divisors = [d for d in range(2, 6) if value % d == 0]
+        if divisors:
+            k = rng.choice(divisors)
+        else:
+            kind, phrase, k = "add", _STEPS["add"][0], rng.randint(2, 12)
+    else:
+        k = rng.randint(2, 15)
+    return phrase.format(k=k), kind, k

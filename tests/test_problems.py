@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -45,6 +46,67 @@ def test_builtin_train_and_test_never_overlap():
     test, _ = _load("builtin:arithmetic:500", split="test")
     assert len(train) == 2000 and len(test) == 500
     assert not {p.problem for p in train} & {p.problem for p in test}
+
+
+def _digest(problems) -> str:
+    return hashlib.sha256(json.dumps([(p.id, p.problem, p.answer) for p in problems]).encode()).hexdigest()[:16]
+
+
+def test_builtin_defaults_are_the_problems_earlier_runs_used():
+    """Run dirs resume by problem id and the demo's numbers are on these problems: the default stream (and
+    any difficulty given as a plain N) must not change when the generator learns longer chains."""
+    assert _digest(_load("builtin:arithmetic:200", split="train")[0]) == "0feb5580496d680e"
+    assert _digest(_load("builtin:arithmetic:100", split="test")[0]) == "5c65cc6253275d89"
+    assert _digest(_load("builtin:arithmetic:50", difficulty="1-2")[0]) == _digest(_load("builtin:arithmetic:50")[0])
+
+
+def _replay(meta) -> list[int]:
+    """Every value of a problem's chain, recomputed from its record with exact integer arithmetic."""
+    values = [meta["start"]]
+    for op, k in meta["ops"]:
+        x = values[-1]
+        assert op != "div" or x % k == 0, f"{x} / {k} is not a whole number"
+        values.append({"add": x + k, "sub": x - k, "mul": x * k, "div": x // k}[op])
+    return values
+
+
+@pytest.mark.parametrize("difficulty, low, high", [(2, 1, 2), (3, 1, 3), ("4-6", 4, 6), ("4-4", 4, 4),
+                                                   ("5-5", 5, 5), ("6-6", 6, 6)])
+def test_builtin_problems_have_the_steps_they_claim_and_exact_answers(difficulty, low, high):
+    problems, _ = _load("builtin:arithmetic:400", split="train", difficulty=difficulty)
+    for p in problems:
+        steps = p.meta["steps"]
+        assert low <= steps <= high and len(p.meta["ops"]) == steps, p
+        assert p.problem.count(", then ") == steps, p  # every step is written, none silently left out
+        values = _replay(p.meta)
+        assert all(v > 0 for v in values) and p.answer == str(values[-1]), p
+        assert p.problem.startswith(p.problem.split(" has ")[0] + f" has {values[0]} ")
+    assert {p.meta["steps"] for p in problems} == set(range(low, high + 1))
+
+
+def test_builtin_splits_are_disjoint_at_every_difficulty():
+    train, test = set(), set()
+    for d in range(1, 7):
+        a = {p.problem for p in _load("builtin:arithmetic:400", split="train", difficulty=f"{d}-{d}")[0]}
+        b = {p.problem for p in _load("builtin:arithmetic:100", split="test", difficulty=f"{d}-{d}")[0]}
+        assert len(a) == 400 and len(b) == 100 and not a & b
+        train, test = train | a, test | b
+    assert not train & test  # a text's split does not depend on the difficulty that drew it
+
+
+@pytest.mark.parametrize("difficulty", ["6-4", "0-2", "1-7", "four", 7])
+def test_a_bad_difficulty_names_the_key(difficulty):
+    with pytest.raises(UserError, match=r"problems.difficulty: .*1 to 6"):
+        _load("builtin:arithmetic:5", difficulty=difficulty)
+
+
+def test_difficulty_is_set_as_a_range_from_the_command_line():
+    from mcts_cot.config import load_config
+    from mcts_cot.search import SearchConfig
+
+    cfg = load_config(SearchConfig, overrides=["problems.difficulty=4-6"])
+    assert cfg.problems.difficulty == "4-6"
+    assert {p.meta["steps"] for p in load_problems(cfg.problems)[0]} <= {4, 5, 6}
 
 
 @pytest.mark.parametrize("source, match", [("builtin:algebra", "expected builtin:arithmetic"),
