@@ -300,3 +300,29 @@ def test_search_and_eval_refuse_bad_problem_files_before_they_start(tmp_path, ti
     assert res.exit_code == 2 and "empty.jsonl: the file holds no problems (it is empty)" in res.output
     res = CliRunner().invoke(app, [*base, "--problems", str(long), "--set", "backend.max_model_len=2048"])
     assert res.exit_code == 2 and "p.jsonl: row 2 (id 'long'): the prompt is" in res.output
+
+
+REPO = Path(__file__).resolve().parents[1]
+GSM8K = {"search": ("configs/search/gsm8k.yaml", "gsm8k_train_2k.jsonl", "trees.jsonl"),
+         "eval": ("configs/eval/gsm8k.yaml", "gsm8k_test.jsonl", "samples.jsonl")}
+
+
+@pytest.mark.skipif(not (DATA / "gsm8k_test.jsonl").is_file() or not (DATA / "gsm8k_train_2k.jsonl").is_file(),
+                    reason="../shared/data (gsm8k_train_2k.jsonl, gsm8k_test.jsonl) is not beside this checkout")
+@pytest.mark.parametrize("command", ["search", "eval"])
+def test_gsm8k_configs_run_on_the_real_files_from_the_repo_root(tmp_path, tiny_model_dir, monkeypatch, command):
+    """GSM8K train is a search set and GSM8K test an eval set as the files are, through configs whose
+    paths work from the repository root (the tiny model and the scripted backend stand in for the model)."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    config, name, written = GSM8K[command]
+    monkeypatch.chdir(REPO)
+    rows = [json.loads(line) for line in (DATA / name).read_text(encoding="utf-8").splitlines()[:3]]
+    res = CliRunner().invoke(app, [command, "--config", config, "--model", str(tiny_model_dir), "--backend", "scripted",
+                                   "--out", str(tmp_path / "out"), "--set", "problems.limit=3", "--set", "verify.workers=1"])
+    assert res.exit_code == 0, res.output
+    out = [json.loads(line) for line in (tmp_path / "out" / written).read_text().splitlines()]
+    got = {(r["problem"]["id"], r["problem"]["answer"]) if command == "search" else (r["id"], r["gold"]) for r in out}
+    assert got == {(r["id"], r["answer"]) for r in rows} and all(r["answer"].lstrip("-").isdigit() for r in rows)
