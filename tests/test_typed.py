@@ -8,12 +8,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 
+from mcts_cot.backends import scripted_factory
 from mcts_cot.backends.scripted import ScriptedBackend
 from mcts_cot.config import load_config
-from mcts_cot.problems import Problem
+from mcts_cot.evaluate import EvalConfig
+from mcts_cot.loop import CompareConfig, LadderConfig, load_loop_config, run_compare, run_ladder
+from mcts_cot.problems import Problem, arithmetic_problems
+from mcts_cot.run import run_search
 from mcts_cot.search import Engine, SearchConfig
+from mcts_cot.store import iter_trees
 
 MARCO = Path(__file__).resolve().parents[1] / "configs" / "search" / "marco.yaml"
 PROBLEM = Problem(id="p1", problem="What is 2 + 3?", answer="5")
@@ -122,3 +128,72 @@ def test_the_typed_prompt_shows_the_tag_format(byte_tok):
     # bytes bound tokens: the prompt and a whole path fit the context with room to spare
     prompt = prompt_ids(byte_tok, cfg.prompt, "A farmer has 12 rows of 7 plants and sells 15. How many are left?")
     assert len(prompt) + cfg.policy.max_path_tokens <= cfg.backend.max_model_len
+
+
+# ---------------------------------------------------------------------------------- ladder and compare-bon
+
+# The --set lines the ladder and compare-bon recipes document for a typed run.
+LADDER_TYPED = ["eval.config=configs/eval/typed.yaml", "train_row.max_length=2048"]
+COMPARE_TYPED = ["eval.config=configs/eval/typed.yaml", "train.max_length=2048"]
+GOLD = {p.problem: p.answer for split in ("train", "test") for p in arithmetic_problems(6, split)}
+TINY_TRAIN = {"max_steps": 1, "per_device_train_batch_size": 2, "per_device_eval_batch_size": 2,
+              "learning_rate": 1e-4, "logging_steps": 1, "save_steps": 1000}
+
+
+def typed_model(prompt: str, index: int) -> str:
+    """Typed steps that never close their tags; the answer is right on some paths, wrong on others; a whole
+    response (best-of-N, eval) is a typed answer, right on even sample indices (greedy: index 0)."""
+    gold = int(GOLD[prompt.rsplit("<|im_start|>user\n", 1)[1].split("<|im_end|>")[0]])
+    tail = prompt.rsplit("<|im_start|>assistant\n", 1)[1]
+    if not tail:
+        return f"<thinking>add</thinking>\n<answer>The answer is \\boxed{{{gold + index % 2}}}.</answer>"
+    if tail.endswith("\\boxed{"):
+        return f"{gold + (len(prompt) % 3 == 0)}}}.</answer>"
+    return f"step {index}"
+
+
+@pytest.fixture(scope="module")
+def typed_run(tiny_model_dir, tmp_path_factory):
+    """A small typed search (configs/search/marco.yaml, its prompt included) on the scripted backend."""
+    out = tmp_path_factory.mktemp("typed") / "search"
+    cfg = load_config(SearchConfig, MARCO, [f"model.name={tiny_model_dir}", "backend.name=scripted",
+                                            "problems.source=builtin:arithmetic:3", f"out={out}", "verify.workers=1",
+                                            "budget.max_rollouts=6", "budget.success_correct=3"])
+    run_search(cfg, backends=scripted_factory(typed_model))
+    return out, cfg
+
+
+def test_typed_trees_grow_past_their_first_expansion(typed_run):
+    out, _ = typed_run
+    trees = list(iter_trees(out))
+    assert len(trees) == 3 and all(t.stats["correct"] for t in trees)
+    assert {n.kind for t in trees for n in t.nodes} >= {"sub_task", "thinking", "double_check", "answer", "reflection"}
+
+
+def test_ladder_runs_on_a_typed_search(typed_run, tmp_path):
+    out, scfg = typed_run
+    cfg = load_loop_config("configs/recipes/ladder.yaml", LADDER_TYPED, cls=LadderConfig)
+    cfg.backend, cfg.test_problems, cfg.rows = "scripted", 2, cfg.rows[:1] + cfg.rows[-1:]  # SFT and the full recipe
+    cfg.eval.set["verify.workers"] = 1
+    cfg.train_row.set.update(TINY_TRAIN)
+    res = run_ladder(out, tmp_path / "ladder", cfg, backends=scripted_factory(typed_model))
+    assert [r["name"] for r in res["rows"]] == ["base", "SFT", "+ Masking"]
+    pairs = [orjson.loads(line) for line in (tmp_path / "ladder" / "data-balanced" / "pairs.jsonl").open("rb")]
+    assert pairs and all("<answer>" in p["chosen"] for p in pairs)
+    for row in res["rows"]:  # every row evaluated with the prompt its training rows were rendered with
+        assert load_config(EvalConfig, Path(row["greedy_dir"]) / "config.yaml").prompt == scfg.prompt
+        assert row["greedy"]["accuracy"] == 1.0  # the typed answers are read (index 0: right)
+
+
+def test_compare_bon_runs_on_a_typed_search(typed_run, tmp_path):
+    out, scfg = typed_run
+    cfg = load_loop_config("configs/recipes/compare-bon.yaml", COMPARE_TYPED, cls=CompareConfig)
+    cfg.test_problems = 2
+    cfg.eval.set["verify.workers"] = 1
+    cfg.train.set.update(TINY_TRAIN)
+    res = run_compare(out, tmp_path / "cmp", cfg, backends=scripted_factory(typed_model))
+    assert res["same_problems"] and res["best_of_n"]["generated_tokens"] >= res["mcts"]["generated_tokens"]
+    assert load_config(SearchConfig, tmp_path / "cmp" / "bon-run" / "config.yaml").prompt == scfg.prompt
+    for name in ("mcts", "best_of_n"):
+        assert res[name]["pairs"] > 0 and res[name]["trained_accuracy"] == 1.0
+        assert load_config(EvalConfig, Path(res[name]["eval_dir"]) / "config.yaml").prompt == scfg.prompt
