@@ -307,8 +307,9 @@ class SamplingConfig:
 
 @dataclasses.dataclass
 class PromptConfig:
-    """How a problem becomes a chat prompt. The default is the two-shot prompt that took the embedded model
-    from 3% (zero-shot) to 23% greedy accuracy on built-in arithmetic (docs/DESIGN.md)."""
+    """How a problem becomes a chat prompt. The default is the embedded model's two-shot preset, which took it
+    from 3% (zero-shot) to 23% greedy accuracy on built-in arithmetic (docs/DESIGN.md); instruction models
+    on a GPU take configs/presets/qwen-math/ (Qwen's system line, no examples, limits for MATH)."""
 
     system: str = option(
         "You are a careful math tutor. Solve the problem step by step, one short step per paragraph, "
