@@ -19,7 +19,7 @@ from mcts_cot.backends.base import Completion, Request
 from mcts_cot.config import option
 from mcts_cot.errors import UserError
 from mcts_cot.tree import Node, TerminalReason, Tree
-from mcts_cot.verify import extract_answer
+from mcts_cot.verify import extract_answer, read_answer
 
 
 @dataclass
@@ -97,10 +97,15 @@ class Policy:
     def end_response(self, node: Node) -> TerminalReason:
         """The terminal rule of a whole response (a rollout, a best-of-N sample): it ends with its answer
         when it states one, else with why generation stopped."""
-        node.answer = extract_answer(node.text)
+        self.take_answer(node)
         if node.answer is not None:
             return "answer"
         return node.finish if node.finish in ("eos", "length") else "max_tokens"
+
+    def take_answer(self, node: Node) -> None:
+        """The node's answer and how it was recognised (boxed / phrase), by the one extractor of search,
+        eval and rewards."""
+        node.answer, node.answer_by = read_answer(node.text)
 
     def path_tokens(self, tree: Tree, node: Node) -> int:
         return sum(len(n.token_ids) for n in tree.path(node))
@@ -144,7 +149,9 @@ class PlainPolicy(Policy):
         return [Expansion(node=node, request=req, action="step", head_ids=[], head_text="")]
 
     def classify(self, tree: Tree, node: Node) -> TerminalReason | None:
-        node.answer = extract_answer(node.text)
+        """A step ends its path with an answer only when it gives one (a box, or a closing "the answer is"
+        with a mathematical expression), else at eos, the length cut or a path limit."""
+        self.take_answer(node)
         return self.terminal_reason(node, self.path_tokens(tree, node))
 
 

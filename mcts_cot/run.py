@@ -142,6 +142,7 @@ def summarize(run_dir: str | Path) -> dict:
     status: dict[str, int] = {}
     for t in trees:
         status[t.status] = status.get(t.status, 0) + 1
-    total = {k: sum(t.stats.get(k, 0) for t in trees) for k in ("rollouts", "correct", "wrong", "no_answer", "unverifiable", "generated_tokens", "nodes")}
+    total = {k: sum(t.stats.get(k, 0) for t in trees) for k in ("rollouts", "correct", "wrong", "no_answer", "unverifiable", "answer_boxed", "answer_phrase",
+                                   "generated_tokens", "nodes")}
     return {"trees": n, "status": status, "solved": sum(t.stats.get("correct", 0) > 0 for t in trees),
             "solve_rate": (sum(t.stats.get("correct", 0) > 0 for t in trees) / n) if n else 0.0, **total}

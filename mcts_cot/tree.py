@@ -36,6 +36,7 @@ class Node:
     finish: str | None = None  # the backend's finish reason: stop / eos / length (None for root, fixed text)
     terminal: TerminalReason | None = None
     answer: str | None = None  # the extracted final answer of a terminal node
+    answer_by: str | None = None  # how that answer was recognised: boxed or phrase (verify.read_answer)
     verdict: Verdict | None = None
     N: int = 0  # visits
     W: float = 0.0  # sum of backed-up rewards
@@ -52,6 +53,7 @@ class Node:
 
 
 _NODE_KEYS = [f.name for f in fields(Node) if f.name != "children"]
+_ADDED_KEYS = {"answer_by"}  # fields added within schema 1: records written before them still load
 
 
 @dataclass
@@ -111,10 +113,10 @@ class Tree:
             raise UserError(f"{where}: tree schema {record.get('schema')!r} is not supported (this mcts-cot reads schema {SCHEMA})")
         nodes = []
         for row in record["nodes"]:
-            missing = [k for k in _NODE_KEYS if k not in row]
+            missing = [k for k in _NODE_KEYS if k not in row and k not in _ADDED_KEYS]
             if missing:
                 raise UserError(f"{where}: node {row.get('id')} lacks {', '.join(missing)}")
-            nodes.append(Node(**{k: row[k] for k in _NODE_KEYS}))
+            nodes.append(Node(**{k: row[k] for k in _NODE_KEYS if k in row}))
         for node in nodes:
             if node.parent is not None:
                 nodes[node.parent].children.append(node.id)

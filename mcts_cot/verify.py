@@ -36,7 +36,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from multiprocessing.connection import Connection, wait
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from mcts_cot.config import VerifyConfig
 from mcts_cot.errors import UserError
@@ -47,6 +47,14 @@ from mcts_cot.tree import Verdict
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _PHRASE = re.compile(r"answer\s*(?:is\b\s*:?|:)[ \t]*([^\n]*)", re.IGNORECASE)
 _WRAPPERS = ("**", "$", "\\(", "\\)", "\\[", "\\]")
+# A stated answer must read as mathematics: numbers, operators, brackets, single-letter variables and these
+# LaTeX commands; no words (two letters in a row outside a command) and no "=" (an equation is a computation).
+_LATEX = re.compile(r"\\(?:[dt]?frac|sqrt|pi|cdot|times|div|pm|mp|infty|circ|degree|left|right|%|,|!|;| )")
+_MATH = re.compile(r"[\d\s.,+\-*/^()\[\]{}_%a-zA-Z]*")
+_WORD = re.compile(r"[a-zA-Z]{2,}")
+_CHOICE = re.compile(r"\(?[A-Z]\)?")  # a multiple-choice letter: B or (B)
+
+AnswerSource = Literal["boxed", "phrase"]  # how an answer was recognised (counted per tree)
 
 
 class AnswerVerifier(Protocol):
@@ -57,16 +65,38 @@ class AnswerVerifier(Protocol):
 
 
 def extract_answer(text: str) -> str | None:
-    """The model's final answer: the last complete `\\boxed{}`/`\\fbox{}`, else the last "answer is X".
+    """The model's final answer, or None (see `read_answer`): the one extractor of search, eval and rewards."""
+    return read_answer(text)[0]
 
-    A box cut off by the token limit is skipped, so an earlier complete one still counts.
+
+def read_answer(text: str) -> tuple[str | None, AnswerSource | None]:
+    """The final answer and how it was recognised: the last complete `\\boxed{}`/`\\fbox{}` ("boxed"), else
+    a closing "the answer is X" / "Answer: X" ("phrase").
+
+    A box cut off by the token limit is skipped, so an earlier complete one still counts. The phrase counts
+    only when it closes the text (its line is the last non-blank one and X runs to the line's end) and X is a
+    mathematical expression (`_is_math`): "what the answer is by adding the numbers" states no answer, and
+    neither does "the answer is 2 * 3 = 6" (its right-hand side would be a guess at what the model meant; the
+    path goes on and the model can still state its answer). Such a step is not a terminal, so it never ends a
+    path as a wrong answer.
     """
     for match in reversed(list(_BOX.finditer(text))):
         content = _braced(text, match.end())
         if content is not None:
-            return content.strip() or None
-    phrases = _PHRASE.findall(text)
-    return _unwrap(phrases[-1]) if phrases else None
+            return (content.strip() or None), "boxed"
+    lines = text.strip().splitlines()
+    phrases = _PHRASE.findall(lines[-1]) if lines else []
+    answer = _unwrap(phrases[-1]) if phrases else None
+    return (answer, "phrase") if answer is not None and _is_math(answer) else (None, None)
+
+
+def _is_math(answer: str) -> bool:
+    """A number, fraction or simple expression (at least one digit), or a multiple-choice letter."""
+    if _CHOICE.fullmatch(answer):
+        return True
+    bare = _LATEX.sub(" ", answer)
+    return (any(c.isdigit() for c in bare) and "=" not in bare and _MATH.fullmatch(bare) is not None
+            and _WORD.search(bare) is None)
 
 
 def _braced(text: str, start: int) -> str | None:

@@ -161,6 +161,25 @@ def test_limits_end_paths(byte_tok):
     assert ts.outcome()[0] == "failure"
 
 
+def test_only_a_stated_answer_ends_a_path_and_each_is_counted_by_how_it_was_recognised(byte_tok):
+    words = "Let's figure out what the answer is by adding the numbers.\n\n"
+    equation = "So the answer is 2 * 3 = 6.\n\n"
+    script = table_script({"": [words, equation, "So the answer is 5.\n\n", "The answer is \\boxed{4}."]})
+    eng = engine(config("policy.children=4", "policy.max_depth=1"), script, byte_tok)
+    ts = eng.start(PROBLEM)
+    eng.wave([ts])
+    by_text = {n.text: n for n in ts.tree.children(ts.tree.root)}
+    assert [(by_text[t].terminal, by_text[t].answer) for t in (words, equation)] == [("max_depth", None)] * 2
+    assert (by_text["So the answer is 5.\n\n"].answer, by_text["So the answer is 5.\n\n"].answer_by) == ("5", "phrase")
+    assert (by_text["The answer is \\boxed{4}."].answer_by, by_text["The answer is \\boxed{4}."].verdict) == ("boxed", "wrong")
+    assert (ts.stats["answer_boxed"], ts.stats["answer_phrase"], ts.stats["no_answer"]) == (1, 1, 2)
+    record = ts.finish("failure", "test").to_record()
+    assert Tree.from_record(record).nodes[3].answer_by == "phrase"
+    for row in record["nodes"]:
+        del row["answer_by"]  # a record written before the field still loads
+    assert Tree.from_record(record).nodes[3].answer_by is None
+
+
 TYPED = [
     "policy.kind=typed",
     "policy.separator=''",

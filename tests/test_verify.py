@@ -14,7 +14,7 @@ import pytest
 
 from mcts_cot.config import VerifyConfig
 from mcts_cot.errors import UserError
-from mcts_cot.verify import Verifier, check_golds, extract_answer
+from mcts_cot.verify import Verifier, check_golds, extract_answer, read_answer
 
 TOWER = r"9^{9^{9^{9^{9}}}}"  # Math-Verify #59
 NESTED_LOG = "x"
@@ -233,3 +233,23 @@ def test_gold_checks_run_with_the_given_verify_config():
 ])
 def test_extract_answer(text, expected):
     assert extract_answer(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Let's figure out what the answer is by adding the numbers.\n\n", (None, None)),  # words, not an answer
+    ("So the answer is 2 * 3 = 6.", (None, None)),  # an equation: a computation, not a stated answer
+    ("The answer is 8 apples.", (None, None)),
+    ("The answer is 8.\n\nLet me add them again: 3 + 5.", (None, None)),  # not the closing statement
+    ("The answer is 8, since 3 + 5 = 8.", (None, None)),
+    ("So the answer is 8.\n\n", ("8", "phrase")),
+    ("Adding them, the answer is -3/4.", ("-3/4", "phrase")),
+    ("Thus the answer is $\\frac{3}{4}$.", ("\\frac{3}{4}", "phrase")),
+    ("The answer is 2\\sqrt{2} + x.", ("2\\sqrt{2} + x", "phrase")),
+    ("The answer is (B).", ("(B)", "phrase")),
+    ("The answer is $1,234.", ("1,234", "phrase")),
+    ("We get 2 * 3 = 6, so the answer is \\boxed{6}.", ("6", "boxed")),
+    ("The answer is \\boxed{x = 3}", ("x = 3", "boxed")),  # a box is the model's own marking: taken as is
+])
+def test_an_answer_is_a_box_or_a_closing_statement_of_a_mathematical_expression(text, expected):
+    assert read_answer(text) == expected
+    assert extract_answer(text) == expected[0]

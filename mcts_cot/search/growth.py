@@ -64,13 +64,16 @@ class Growth:
         self.tree = Tree(problem=problem.to_dict(), prompt_ids=prompt_ids, prompt_text=prompt_text)
         self.seed = stable_seed(cfg.seed, problem.id)
         self.stats = Counter(rollouts=0, correct=0, wrong=0, no_answer=0, unverifiable=0, expansions=0,
-                             generated_tokens=0, merged=0, waves=0)
+                             generated_tokens=0, merged=0, waves=0, answer_boxed=0, answer_phrase=0)
         self.started = time.perf_counter()
 
     def score(self, node: Node, verdict: str) -> None:
-        """Record a terminal's verdict and back its reward up to the root (mean backup: N and W)."""
+        """Record a terminal's verdict and back its reward up to the root (mean backup: N and W); count answer
+        terminals by how their answer was recognised (answer_boxed / answer_phrase)."""
         node.verdict = verdict
         self.stats[verdict] += 1
+        if node.answer_by:
+            self.stats[f"answer_{node.answer_by}"] += 1
         self.stats["rollouts"] += 1
         reward = {"correct": self.cfg.reward.correct, "no_answer": self.cfg.reward.no_answer}.get(verdict, self.cfg.reward.wrong)
         n: Node | None = node
