@@ -72,7 +72,7 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 yield line_no, orjson.loads(line)
             except orjson.JSONDecodeError as exc:
-                log.warning("%s: line %d is not valid JSON (%s); skipped", path, line_no, exc)
+                log.warning("%s: line %d is not valid JSON (%s, column %d); skipped", path, line_no, exc.msg, exc.colno)
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
