@@ -23,6 +23,7 @@ from mcts_cot.config import option, save_config, section, to_dict
 from mcts_cot.errors import UserError
 from mcts_cot.io import claim_out_dir, write_atomic, write_json
 from mcts_cot.pairs import LengthPairs, PathPairs, SftPaths, StepPairs, facts, pair_rows, sft_rows
+from mcts_cot.rows import LIMIT_ENDS
 from mcts_cot.store import iter_trees, run_model, tree_files
 from mcts_cot.tree import Tree
 
@@ -39,6 +40,7 @@ class ExportConfig:
     step: StepPairs = section(StepPairs, "step strategy: best vs worst sibling by Q.")
     length: LengthPairs = section(LengthPairs, "length strategy: short vs long correct path.")
     rejected_verdicts: list[Literal["wrong", "no_answer"]] = option(["wrong", "no_answer"], "Verdicts of terminals that may be rejected. Unverifiable ends are never used on either side.")
+    limit_cut_rejected: bool = option(True, "Whether a path cut by a length or depth limit (it ended at length, max_depth or max_tokens, still writing) may be a rejected side. Such a side gets no end-of-turn token; its pair says rejected_end and report.json counts them.")
     max_pairs_per_problem: int | None = option(None, "Most pairs per problem over all strategies (null = no cap).", ge=0)
     val_fraction: float = option(0.1, "Share of problems (not rows) in the validation split.", ge=0, lt=1)
     seed: int = option(0, "Seed of the train / validation split.", ge=0)
@@ -112,12 +114,13 @@ def build(cfg: ExportConfig, run_dirs: list[Path],
     start = time.perf_counter()
     trees, sources = load_trees(run_dirs)
     val = validation_ids([str(t.problem["id"]) for t, _ in trees], cfg.val_fraction, cfg.seed)
-    sft, pairs, per_problem, all_lengths = [], [], {}, []
+    sft, pairs, per_problem, all_lengths, limit_excluded = [], [], {}, [], 0
     sft_counts, pair_counts = Counter(), {name: Counter() for name in cfg.strategies}
     for done, (tree, src) in enumerate(trees, start=1):
         pid = str(tree.problem["id"])
         meta = {"model": src.model, "tokenizer": src.tokenizer, "split": "validation" if pid in val else "train"}
-        f = facts(tree, cfg.rejected_verdicts)
+        f = facts(tree, cfg.rejected_verdicts, cfg.limit_cut_rejected)
+        limit_excluded += f.limit_cut_excluded
         rows, counts = sft_rows(f, cfg.sft)
         sft += [{**r, **meta} for r in rows]
         sft_counts += counts
@@ -133,6 +136,7 @@ def build(cfg: ExportConfig, run_dirs: list[Path],
         if progress:
             progress(done, len(trees))
     report = _report(cfg, sft, pairs, sft_counts, pair_counts, per_problem, all_lengths)
+    report["pair_ends"] = _ends(cfg, pairs, limit_excluded)
     return Export(sft, pairs, report, sources, time.perf_counter() - start, all_lengths)
 
 
@@ -146,6 +150,15 @@ def _stats(values: list[int]) -> dict[str, float]:
 def _rule(counts: Counter) -> dict[str, Any]:
     dropped = {k: v for k, v in sorted(counts.items()) if k != "kept"}
     return {"candidates": sum(counts.values()), "kept": counts["kept"], "dropped": dropped}
+
+
+def _ends(cfg: ExportConfig, pairs: list[dict], limit_excluded: int) -> dict[str, Any]:
+    """How the pairs' sides end (rows.End), and what the limit-cut rule did: cut rejected sides kept in pairs,
+    or cut ends left out of the rejected pool when `limit_cut_rejected` is off."""
+    return {"chosen": dict(sorted(Counter(r["chosen_end"] for r in pairs).items())),
+            "rejected": dict(sorted(Counter(r["rejected_end"] for r in pairs).items())),
+            "rejected_cut_by_limit": sum(r["rejected_end"] in LIMIT_ENDS for r in pairs),
+            "limit_cut_rejected": cfg.limit_cut_rejected, "limit_cut_ends_excluded": limit_excluded}
 
 
 def _report(cfg: ExportConfig, sft: list[dict], pairs: list[dict], sft_counts: Counter,
@@ -162,6 +175,7 @@ def _report(cfg: ExportConfig, sft: list[dict], pairs: list[dict], sft_counts: C
                 "lengths_after": _stats([r["num_tokens"] for r in sft])},
         "pairs": {name: _rule(pair_counts[name]) for name in cfg.strategies},
         "pair_lengths": {"prefix": _stats([len(r["prefix_ids"]) for r in pairs]),
+                         "prefix_nonempty": _stats([len(r["prefix_ids"]) for r in pairs if r["prefix_ids"]]),
                          "chosen": _stats([len(r["chosen_ids"]) for r in pairs]),
                          "rejected": _stats([len(r["rejected_ids"]) for r in pairs])},
         "per_problem_counts": {"sft": _stats([p["sft"] for p in problems]),

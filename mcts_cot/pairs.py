@@ -1,9 +1,10 @@
 """From one search tree to training rows: length-balanced SFT paths and preference pairs.
 
-Everything here is a pure function of one `Tree`. A pair is two end nodes (chosen, rejected); their root
-paths diverge at the first differing node, so a row keeps the prompt + shared nodes apart from the two
-divergent suffixes, as token ids and as text, and the trainer can mask the shared prefix exactly (Marco-o1's
-masking, MCTS-DPO's divergence index). Pair strategies are small functions registered in `STRATEGIES`; each
+Everything here is a pure function of one `Tree`. A pair is two end nodes (chosen, rejected); a row keeps
+the prompt + the two responses' longest common token prefix apart from the two divergent suffixes, as token
+ids and as text, so the trainer masks exactly what both sides share (Marco-o1's masking, MCTS-DPO's
+divergence index): that is more than the shared nodes when sibling steps open alike (one request's
+children share its open tag and prefill). Pair strategies are small functions registered in `STRATEGIES`; each
 returns its candidate (chosen, rejected) ends in order of preference plus the counts it dropped and why.
 """
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from mcts_cot.config import option
-from mcts_cot.rows import PairRow, SFTRow
+from mcts_cot.rows import LIMIT_ENDS, PairRow, SFTRow
 from mcts_cot.tree import Node, Tree
 
 Rank = Literal["shortest", "medium", "longest"]
@@ -72,17 +73,20 @@ class Facts:
     duplicates: int  # correct ends dropped because an earlier one has the same token ids
     to_correct: set[int]  # nodes with a correct end at or below them
     to_rejected: set[int]  # nodes with a rejected end at or below them
+    limit_cut_rejected: bool = True  # whether a path cut by a length or depth limit may be a rejected side
+    limit_cut_excluded: int = 0  # rejected ends left out because they were cut by a limit
 
 
-def facts(tree: Tree, rejected_verdicts: list[str]) -> Facts:
+def facts(tree: Tree, rejected_verdicts: list[str], limit_cut_rejected: bool = True) -> Facts:
     correct_ends = [n for n in tree.nodes if n.terminal == "answer" and n.verdict == "correct"]
-    rejected = [n for n in tree.nodes if n.terminal is not None and n.verdict in rejected_verdicts]
+    candidates = [n for n in tree.nodes if n.terminal is not None and n.verdict in rejected_verdicts]
+    rejected = [n for n in candidates if limit_cut_rejected or n.terminal not in LIMIT_ENDS]
     distinct: dict[tuple[int, ...], Node] = {}
     for end in correct_ends:
         distinct.setdefault(tuple(tree.path_ids(end)), end)
     correct = sorted(distinct.values(), key=lambda n: (len(tree.path_ids(n)), n.id))
-    return Facts(tree, correct, rejected, len(correct_ends) - len(correct),
-                 _at_or_above(tree, correct_ends), _at_or_above(tree, rejected))
+    return Facts(tree, correct, rejected, len(correct_ends) - len(correct), _at_or_above(tree, correct_ends),
+                 _at_or_above(tree, rejected), limit_cut_rejected, len(candidates) - len(rejected))
 
 
 def _at_or_above(tree: Tree, ends: list[Node]) -> set[int]:
@@ -145,8 +149,7 @@ def path_pairs(f: Facts, cfg: PathPairs) -> tuple[Ends, Counter]:
 
 
 def _shared_tokens(tree: Tree, a: Node, b: Node) -> int:
-    pa, pb = tree.path(a), tree.path(b)
-    return len(_ids(pa[:_divergence(pa, pb)]))
+    return _common_prefix(tree.path_ids(a), tree.path_ids(b))
 
 
 def step_pairs(f: Facts, cfg: StepPairs) -> tuple[Ends, Counter]:
@@ -212,24 +215,41 @@ def _divergence(a: list[Node], b: list[Node]) -> int:
     return k
 
 
-def pair_row(tree: Tree, strategy: str, chosen: Node, rejected: Node) -> PairRow | None:
-    """The TRL-loadable row of a pair, or None when one path contains the other (an empty suffix).
+def _common_prefix(a: list | str, b: list | str) -> int:
+    """Length of the longest common prefix of two sequences."""
+    k = 0
+    while k < min(len(a), len(b)) and a[k] == b[k]:
+        k += 1
+    return k
 
-    prompt + chosen is the concatenated text of the full chosen path, and prompt_ids + prefix_ids + chosen_ids
-    its exact token ids. Q, N and the visit-count confidence (MCTS-DPO: c = 1 / (1 + N_l / max(1, N_w)),
-    ε = min(1 - c, 0.5)) are those of the first divergent node on each side.
+
+def pair_row(tree: Tree, strategy: str, chosen: Node, rejected: Node) -> PairRow | None:
+    """The TRL-loadable row of a pair, or None when a suffix would be empty (one response starts the other).
+
+    prefix_ids is the two responses' longest common token prefix, and prompt_ids + prefix_ids + chosen_ids the
+    exact token ids of the full chosen path. The text is split at the longest common character prefix (TRL
+    re-tokenises text; prompt + chosen is the full chosen text): the same split wherever tokens are whole
+    characters, a few characters later otherwise. `*_end` says how each side ends (`rows.End`). Q, N and
+    the visit-count confidence (MCTS-DPO: c = 1 / (1 + N_l / max(1, N_w)), ε = min(1 - c, 0.5)) are those of
+    the first divergent node on each side.
     """
     a, b = tree.path(chosen), tree.path(rejected)
     k = _divergence(a, b)
-    if k == len(a) or k == len(b):
+    ids_a, ids_b = _ids(a), _ids(b)
+    shared = _common_prefix(ids_a, ids_b)
+    if shared in (len(ids_a), len(ids_b)):  # also when one path holds the other (k reaches an end)
         return None
-    shared, cw, cl = a[:k], a[k], b[k]
+    text_a, text_b = _text(a), _text(b)
+    chars = _common_prefix(text_a, text_b)
+    cw, cl = a[k], b[k]
     confidence = 1 / (1 + cl.N / max(1, cw.N))
     return PairRow(
         problem_id=tree.problem["id"], strategy=strategy,
-        prompt=tree.prompt_text + _text(shared), chosen=_text(a[k:]), rejected=_text(b[k:]),
-        prompt_ids=list(tree.prompt_ids), prefix_ids=_ids(shared), chosen_ids=_ids(a[k:]), rejected_ids=_ids(b[k:]),
+        prompt=tree.prompt_text + text_a[:chars], chosen=text_a[chars:], rejected=text_b[chars:],
+        prompt_ids=list(tree.prompt_ids), prefix_ids=ids_a[:shared], chosen_ids=ids_a[shared:],
+        rejected_ids=ids_b[shared:],
         chosen_complete=chosen.terminal == "answer", rejected_complete=rejected.terminal == "answer",
+        chosen_end=chosen.terminal or "step", rejected_end=rejected.terminal or "step",
         chosen_q=cw.Q, rejected_q=cl.Q, chosen_n=cw.N, rejected_n=cl.N,
         confidence=confidence, epsilon=min(1 - confidence, 0.5),
     )
@@ -237,8 +257,9 @@ def pair_row(tree: Tree, strategy: str, chosen: Node, rejected: Node) -> PairRow
 
 def pair_rows(f: Facts, strategies: list[str], configs: dict[str, Any],
               max_per_problem: int | None) -> tuple[list[PairRow], dict[str, Counter]]:
-    """Run the strategies in order and keep their candidates unless a suffix is empty, the suffixes are equal,
-    an end is unverifiable, an earlier strategy already made the same pair, or a cap is reached."""
+    """Run the strategies in order and keep their candidates unless a suffix is empty (one response starts or
+    equals the other), an end is unverifiable, the rejected side was cut by a limit and may not be used, an
+    earlier strategy already made the same pair, or a cap is reached."""
     rows: list[PairRow] = []
     seen: set[tuple] = set()
     counts: dict[str, Counter] = {}
@@ -248,7 +269,8 @@ def pair_rows(f: Facts, strategies: list[str], configs: dict[str, Any],
         kept = 0
         for chosen, rejected in ends:
             row = pair_row(f.tree, name, chosen, rejected)
-            reason = _drop_reason(row, chosen, rejected, seen, kept, cfg.max_per_problem, len(rows), max_per_problem)
+            reason = _drop_reason(row, chosen, rejected, seen, kept, cfg.max_per_problem, len(rows), max_per_problem,
+                                  f.limit_cut_rejected)
             counts[name][reason or "kept"] += 1
             if reason is None:
                 seen.add(_key(row))
@@ -262,13 +284,13 @@ def _key(row: PairRow) -> tuple:
 
 
 def _drop_reason(row, chosen: Node, rejected: Node, seen: set, kept: int, cap: int | None, total: int,
-                 total_cap: int | None) -> str | None:
+                 total_cap: int | None, limit_cut_rejected: bool) -> str | None:
     if row is None:
         return "empty_suffix"
-    if row["chosen_ids"] == row["rejected_ids"]:
-        return "identical"
     if "unverifiable" in (chosen.verdict, rejected.verdict):
         return "unverifiable"
+    if not limit_cut_rejected and row["rejected_end"] in LIMIT_ENDS:
+        return "limit_cut"
     if _key(row) in seen:
         return "duplicate"
     if cap is not None and kept >= cap:

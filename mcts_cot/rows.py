@@ -6,7 +6,13 @@ missing one is refused with a line naming it), the rest are metadata for people,
 """
 
 # No `from __future__ import annotations` here: TypedDict reads Required / NotRequired from evaluated annotations.
-from typing import NotRequired, Required, TypedDict
+from typing import Literal, NotRequired, Required, TypedDict
+
+# How one side of a pair ends: its path's terminal reason, or "step" when the side is a step the tree went on
+# from (a step pair). "answer" and "eos" are the model ending its turn; the rest are cuts by a limit.
+End = Literal["answer", "eos", "length", "max_depth", "max_tokens", "step"]
+TURN_ENDS = ("answer", "eos")
+LIMIT_ENDS = ("length", "max_depth", "max_tokens")
 
 
 class SFTRow(TypedDict, total=False):
@@ -30,8 +36,10 @@ class PairRow(TypedDict, total=False):
     prefix_ids: Required[list[int]]
     chosen_ids: Required[list[int]]
     rejected_ids: Required[list[int]]
-    chosen_complete: Required[bool]
+    chosen_complete: Required[bool]  # ends in a final answer (what rows said before `*_end`)
     rejected_complete: Required[bool]
+    chosen_end: End  # how the side ends; decides its end-of-turn token (`ends_turn`)
+    rejected_end: End
     problem_id: str
     strategy: str  # path | step | length
     prompt: str
@@ -62,3 +70,12 @@ class Example(TypedDict):
 def required_keys(row_type: type) -> tuple[str, ...]:
     """The keys a trainer needs, in the order they are declared."""
     return tuple(k for k in row_type.__annotations__ if k in row_type.__required_keys__)
+
+
+def ends_turn(row: dict, side: str) -> bool:
+    """Whether a pair side's suffix ends with the end-of-turn token: when the model ended its turn there, with
+    an answer or without one (an "eos" rejected side keeps it, so DPO learns not to stop without answering).
+    A step or a path cut by a limit gets none: the model was still writing. Rows exported before `*_end`
+    existed fall back to `*_complete`."""
+    end = row.get(f"{side}_end")
+    return end in TURN_ENDS if end is not None else bool(row[f"{side}_complete"])

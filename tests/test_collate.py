@@ -51,6 +51,17 @@ def test_complete_suffixes_get_end_of_turn_partial_get_nothing(tmp_path):
     assert c["chosen"] == [3, 4, EOT] and d["chosen"] == [5] and c["rejected"] is None
 
 
+def test_end_of_turn_follows_how_each_side_ended_and_old_rows_keep_their_rule(tmp_path):
+    ends = ["answer", "eos", "length", "max_depth", "max_tokens", "step"]
+    rows = [pair([1], [], [6], [8], chosen_complete=False, rejected_complete=False) | {"chosen_end": end, "rejected_end": end}
+            for end in ends]
+    old = pair([1], [], [6], [8], chosen_complete=True, rejected_complete=False)  # exported before *_end
+    examples, _ = load_pairs(write(tmp_path, [*rows, old]), EOT, masking=True, max_length=100, epsilon=0.1)
+    # the model ended its turn (an answer, or an eos without one): the end-of-turn is trained; a cut or a step: not
+    assert [e["rejected"] for e in examples] == [[8, EOT], [8, EOT], [8], [8], [8], [8], [8]]
+    assert [e["chosen"] for e in examples] == [[6, EOT], [6, EOT], [6], [6], [6], [6], [6, EOT]]
+
+
 def test_epsilon_per_pair_or_fixed(tmp_path):
     path = write(tmp_path, [pair([1], [2], [3], [4], epsilon=0.1), pair([1], [2], [3], [4], epsilon=0.4)])
     per_pair, _ = load_pairs(path, EOT, True, 100, "pairs")

@@ -21,7 +21,8 @@ from mcts_cot.tree import Tree
 TOK = byte_tokenizer()
 PROMPT = "<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n"
 ENDS = {None: (None, None), "ok": ("answer", "correct"), "bad": ("answer", "wrong"),
-        "none": ("eos", "no_answer"), "unv": ("answer", "unverifiable")}
+        "none": ("eos", "no_answer"), "unv": ("answer", "unverifiable"), "cut": ("length", "no_answer"),
+        "deep": ("max_depth", "no_answer")}
 ANSWER5, ANSWER6 = "The answer is \\boxed{5}.", "The answer is \\boxed{6}."
 
 
@@ -71,7 +72,7 @@ def cfg(*overrides: str) -> ExportConfig:
 
 def pairs_of(tree, *overrides):
     c = cfg(*overrides)
-    rows, counts = pair_rows(facts(tree, c.rejected_verdicts), c.strategies, {n: getattr(c, n) for n in c.strategies},
+    rows, counts = pair_rows(facts(tree, c.rejected_verdicts, c.limit_cut_rejected), c.strategies, {n: getattr(c, n) for n in c.strategies},
                              c.max_pairs_per_problem)
     return rows, counts
 
@@ -116,11 +117,12 @@ def test_sft_single_path_is_kept_once_under_its_first_rank():
 def test_path_pairs_take_the_shortest_correct_and_the_least_shared_rejected():
     tree = tree_a()
     rows, counts = pairs_of(tree)
-    assert [ends(tree, r) for r in rows] == [(2, 9)]  # 8 and 9 share nothing with 1-2; 9 is the shorter path
+    assert [ends(tree, r) for r in rows] == [(2, 9)]  # 8 and 9 share only "Step 1: 2+3=" with 1-2; 9 is shorter
     row = rows[0]
-    assert row["prefix_ids"] == [] and row["prompt"] == PROMPT
-    assert row["chosen"] == "Step 1: 2+3=5.\n\n" + ANSWER5 and row["rejected"] == "Step 1: 2+3=6.\n\nSo"
+    assert row["prefix_ids"] == enc("Step 1: 2+3=") and row["prompt"] == PROMPT + "Step 1: 2+3="
+    assert row["chosen"] == "5.\n\n" + ANSWER5 and row["rejected"] == "6.\n\nSo"
     assert (row["chosen_complete"], row["rejected_complete"]) == (True, False)
+    assert (row["chosen_end"], row["rejected_end"]) == ("answer", "eos")
     assert (row["chosen_q"], row["chosen_n"], row["rejected_q"], row["rejected_n"]) == (4 / 6, 6, 0.0, 3)
     assert row["confidence"] == pytest.approx(2 / 3) and row["epsilon"] == pytest.approx(1 / 3)
     assert counts["path"] == {"kept": 1, "chosen_not_selected": 4, "longer_shared_prefix": 3}
@@ -171,7 +173,8 @@ def test_step_continuation_follows_to_a_terminal():
     # 7 → 8 (more visited than 9); 3 → 5, not its higher-Q child 4: the rejected side heads for a rejected end
     assert [ends(tree, r) for r in rows] == [(2, 8), (2, 5)]
     first = rows[0]
-    assert first["chosen"] == "Step 1: 2+3=5.\n\n" + ANSWER5 and first["rejected"] == "Step 1: 2+3=6.\n\n" + ANSWER6
+    assert first["prefix_ids"] == enc("Step 1: 2+3=")  # the longest common token prefix of the two paths
+    assert first["chosen"] == "5.\n\n" + ANSWER5 and first["rejected"] == "6.\n\n" + ANSWER6
     assert (first["chosen_q"], first["rejected_q"]) == (4 / 6, 0.0)  # of the divergent steps, not the ends
     assert (first["chosen_complete"], first["rejected_complete"]) == (True, True)
 
@@ -195,9 +198,43 @@ def test_no_identical_unverifiable_or_repeated_pairs():
                            (ANSWER6, 2, 0, "bad", [])])
     rows, counts = pairs_of(tree, "strategies=[path, step]", "path.rejected_per_chosen=3")
     assert [(r["strategy"], *ends(tree, r)) for r in rows] == [("path", 1, 4)]
-    assert counts["path"] == {"kept": 1, "identical": 1}
+    assert counts["path"] == {"kept": 1, "empty_suffix": 1}  # 1 and 2 are the same tokens
     assert counts["step"] == {"duplicate": 1}  # best 1 vs worst 4 (the unverifiable 3 is never compared)
     assert all(r["chosen_ids"] != r["rejected_ids"] for r in rows)
+
+
+def test_a_pair_shares_the_longest_common_token_prefix_of_its_two_responses():
+    prefill = "<sub-task>Let me add the two numbers: "  # one request's children share its open tag and prefill
+    tree = make_tree("t", [(prefill + "2+3=5.</sub-task>\n", 3, 2, None, [(ANSWER5, 2, 2, "ok", [])]),
+                           (prefill + "2+3=6.</sub-task>\n", 2, 0, None, [(ANSWER6, 2, 0, "bad", [])])])
+    for strategy in ("path", "step"):
+        [row], _ = pairs_of(tree, f"strategies=[{strategy}]", "step.margin=0.1")
+        assert row["prefix_ids"] == enc(prefill + "2+3=") and row["prompt"] == PROMPT + prefill + "2+3="
+        assert row["chosen_ids"][:1] == enc("5") and row["rejected_ids"][:1] == enc("6")
+        assert (row["chosen_q"], row["rejected_q"]) == (2 / 3, 0.0)  # of the divergent nodes
+    [row], _ = pairs_of(make_tree("u", [(ANSWER5, 2, 2, "ok", []), (ANSWER6, 2, 0, "bad", [])]))
+    assert (row["prefix_ids"], row["chosen_ids"], row["rejected_ids"]) == (enc("The answer is \\boxed{"), enc("5}."), enc("6}."))
+
+
+def tree_cut(pid="c"):
+    """1 correct; 2 cut at the length limit, 3 at the depth limit (no shared tokens with 1); 4 ended (eos)."""
+    return make_tree(pid, [(ANSWER5, 2, 2, "ok", []), ("Hmm, 2 and 3", 1, 0, "cut", []), ("Hmm, 3 and 2", 1, 0, "deep", []),
+                           ("The sum is big.", 1, 0, "none", [])])
+
+
+def test_a_rejected_side_cut_by_a_limit_is_marked_counted_and_optional(tmp_path):
+    rows, _ = pairs_of(tree_cut(), "path.rejected_per_chosen=3")
+    assert [r["rejected_end"] for r in rows] == ["length", "max_depth", "eos"]
+    assert {r["chosen_end"] for r in rows} == {"answer"} and not any(r["rejected_complete"] for r in rows)
+    rows, counts = pairs_of(tree_cut(), "path.rejected_per_chosen=3", "limit_cut_rejected=false")
+    assert [r["rejected_end"] for r in rows] == ["eos"] and counts["path"] == {"kept": 1}
+    rows, counts = pairs_of(tree_cut(), "strategies=[step]", "step.min_visits=1", "limit_cut_rejected=false")
+    assert rows == [] and counts["step"] == {"limit_cut": 1}  # worst sibling 2 (cut) against best 1
+    report = build(cfg("path.rejected_per_chosen=3", "val_fraction=0"), [run_dir(tmp_path / "r", [tree_cut()])]).report
+    assert report["pair_ends"] == {"chosen": {"answer": 3}, "rejected": {"eos": 1, "length": 1, "max_depth": 1},
+                                   "rejected_cut_by_limit": 2, "limit_cut_rejected": True, "limit_cut_ends_excluded": 0}
+    off = build(cfg("path.rejected_per_chosen=3", "val_fraction=0", "limit_cut_rejected=false"), [tmp_path / "r"]).report
+    assert (off["pair_ends"]["rejected_cut_by_limit"], off["pair_ends"]["limit_cut_ends_excluded"]) == (0, 2)
 
 
 def test_problem_cap_over_strategies():

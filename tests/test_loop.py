@@ -175,7 +175,8 @@ def test_best_of_n_trees_export_and_compare(looped, tmp_path, tiny_model_dir):
                                    "--set", "val_fraction=0"])
     assert res.exit_code == 0, res.output
     pairs = [orjson.loads(line) for line in (tmp_path / "bon-data" / "pairs.jsonl").open("rb")]
-    assert pairs and all(p["prefix_ids"] == [] for p in pairs)  # whole samples: no shared prefix
+    # whole samples share no node; their shared prefix is the responses' common opening tokens, nothing more
+    assert pairs and all(p["chosen_ids"][0] != p["rejected_ids"][0] for p in pairs)
 
     ccfg = CompareConfig(test_problems=2)
     ccfg.train.set.update(TINY_TRAIN)

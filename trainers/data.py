@@ -9,12 +9,13 @@ An example is one pair (or one SFT path) reduced to four things:
   log-probabilities, exactly as plain response-level DPO on the chat prompt;
 - `chosen` / `rejected`: the divergent suffixes (SFT: the completion, no rejected).
 
-End of a suffix: a complete one (it ends in a final answer) gets ONE token, the one that closes an assistant
-turn in the chat template (`<|im_end|>` for ChatML, `<|eot_id|>` for Llama 3; the tokenizer's EOS when the
-template has no such token), because that is what the model must emit to stop at inference. Templates put
-no EOS after the end-of-turn token, so neither do we. A partial step gets nothing: it is followed by more
-reasoning, and teaching the model to stop there would teach it to answer nothing (Step-DPO removes the EOS
-for this reason).
+End of a suffix (`rows.ends_turn`): one where the model ended its turn (a final answer, or a rejected path
+that stopped without one) gets ONE token, the one that closes an assistant turn in the chat template
+(`<|im_end|>` for ChatML, `<|eot_id|>` for Llama 3; the tokenizer's EOS when the template has no such token),
+because that is what the model emits to stop at inference; on a rejected side it is what DPO must learn not
+to emit before an answer. Templates put no EOS after the end-of-turn token, so neither do we. A partial step,
+or a path cut by a length or depth limit, gets nothing: the model was still writing, and teaching it to stop
+there would teach it to answer nothing (Step-DPO removes the EOS for this reason).
 
 Batches are LEFT-padded, so every row's scored tokens sit at the end: the model computes logits only for the
 last `keep` positions (`logits_to_keep`), which with masking is a small share of the sequence.
@@ -30,7 +31,7 @@ import torch
 
 from mcts_cot.errors import UserError
 from mcts_cot.io import read_jsonl
-from mcts_cot.rows import Example, PairRow, SFTRow, required_keys
+from mcts_cot.rows import Example, PairRow, SFTRow, ends_turn, required_keys
 from trainers import prefix_sharing
 
 PAIR_FIELDS = required_keys(PairRow)
@@ -99,8 +100,8 @@ def load_pairs(path: str | Path, eot_id: int, masking: bool, max_length: int,
         _check(row, PAIR_FIELDS + (("epsilon",) if epsilon == "pairs" else ()), where)
         stats.rows += 1
         shared = row["prompt_ids"] + row["prefix_ids"]
-        chosen = row["chosen_ids"] + ([eot_id] if row["chosen_complete"] else [])
-        rejected = row["rejected_ids"] + ([eot_id] if row["rejected_complete"] else [])
+        chosen = row["chosen_ids"] + ([eot_id] if ends_turn(row, "chosen") else [])
+        rejected = row["rejected_ids"] + ([eot_id] if ends_turn(row, "rejected") else [])
         fitted, cut = _fit(len(shared), [chosen, rejected], max_length)
         if fitted is None:
             stats.dropped += 1
