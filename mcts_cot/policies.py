@@ -19,7 +19,7 @@ from mcts_cot.backends.base import Completion, Request
 from mcts_cot.config import option
 from mcts_cot.errors import UserError
 from mcts_cot.tree import Node, TerminalReason, Tree
-from mcts_cot.verify import extract_answer, read_answer
+from mcts_cot.verify import read_answer
 
 
 @dataclass
@@ -224,7 +224,7 @@ class TypedPolicy(Policy):
         """Only the answer action ends a path with an answer; any other action ends it only at a path limit,
         however its generation stopped (`child` closed it)."""
         if self.cfg.actions.get(node.kind, {}).get("terminal"):
-            node.answer = extract_answer(node.text)
+            node.answer, node.answer_by = read_answer(node.text)
             return "answer"
         return self.limit_reason(node, self.path_tokens(tree, node))
 

@@ -66,7 +66,7 @@ def test_end_of_turn_closes_a_non_terminal_action_and_the_tree_goes_on(byte_tok)
         assert node.terminal is None and node.finish == "eos"
         assert node.token_ids == byte_tok.encode(node.text, add_special_tokens=False)
     # an answer action that ends its turn still ends the path
-    assert (answer.terminal, answer.answer, answer.verdict) == ("answer", "5", "correct")
+    assert (answer.terminal, answer.answer, answer.answer_by, answer.verdict) == ("answer", "5", "boxed", "correct")
     assert answer.text == "<a>The answer is \\boxed{5}."
 
 
