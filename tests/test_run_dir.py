@@ -215,3 +215,22 @@ def test_dry_run_honours_out_and_leaves_no_temp_dir(tmp_path, tiny_model_dir, mo
     result = _invoke(*args)
     assert result.exit_code == 0, result.output
     assert "complete" in result.output and list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_train_overwrite_replaces_the_earlier_runs_checkpoints(tmp_path, tiny_model_dir, one_thread):
+    from trainers import synthetic
+    from trainers.config import TrainConfig
+    from trainers.trainer import run
+
+    data = synthetic.write_data_dir(tmp_path / "data", str(tiny_model_dir), (0, 256), pairs=8)
+    out = tmp_path / "model"
+    (out / "checkpoints" / "checkpoint-99").mkdir(parents=True)  # an earlier, longer run's last checkpoint
+    (out / "metrics.json").write_text("{}")
+    cfg = load_config(TrainConfig, overrides=[f"data={data}", "max_steps=2", "save_steps=1", "logging_steps=1",
+                                              "per_device_train_batch_size=4", "reference=none", "objective=sft"])
+    with pytest.raises(UserError, match="--overwrite"):
+        run(cfg, out)
+    run(cfg, out, overwrite=True)
+    names = {p.name for p in (out / "checkpoints").iterdir()}
+    assert "checkpoint-2" in names and "checkpoint-99" not in names  # resume=true would have picked 99
+    assert json.loads((out / "metrics.json").read_text())["global_step"] == 2

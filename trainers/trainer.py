@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import resource
+import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -285,6 +286,8 @@ def run(cfg: TrainConfig, out_dir: str | Path, overwrite: bool = False) -> RunRe
 
     cfg.validate()
     claim_out_dir(out_dir, OUTPUTS, overwrite or cfg.resume is not False, "train")
+    if overwrite and cfg.resume is False:  # else a later resume=true would continue the old run's last checkpoint
+        shutil.rmtree(Path(out_dir) / "checkpoints", ignore_errors=True)
     if cfg.objective == "grpo":  # online: samples its own completions from prompts, no exported data
         from trainers import grpo
 
