@@ -25,7 +25,7 @@ from mcts_cot.io import claim_out_dir, write_atomic, write_json
 from mcts_cot.pairs import LengthPairs, PathPairs, SftPaths, StepPairs, facts, pair_rows, sft_rows
 from mcts_cot.rows import LIMIT_ENDS
 from mcts_cot.store import iter_trees, run_model, tree_files
-from mcts_cot.tree import Tree
+from mcts_cot.tree import STOPPED, Tree
 
 Strategy = Literal["path", "step", "length"]
 
@@ -55,6 +55,7 @@ class Source:
     tokenizer: str
     trees: int = 0
     duplicates: int = 0  # problems already read from an earlier dir
+    unfinished: int = 0  # trees a global limit stopped (skipped: a resumed search grows them again)
 
 
 @dataclass
@@ -78,7 +79,8 @@ def _source(run_dir: Path) -> Source:
 
 
 def load_trees(run_dirs: list[Path]) -> tuple[list[tuple[Tree, Source]], list[Source]]:
-    """Every problem's tree once (the first run dir that has it wins), sorted by problem id, and the sources."""
+    """Every problem's finished tree once (the first run dir that has it wins), sorted by problem id, and the
+    sources. Trees a global limit stopped are unfinished: skipped and counted."""
     out: dict[str, tuple[Tree, Source]] = {}
     sources = []
     for run_dir in map(Path, run_dirs):
@@ -87,6 +89,9 @@ def load_trees(run_dirs: list[Path]) -> tuple[list[tuple[Tree, Source]], list[So
         src = _source(run_dir)
         sources.append(src)
         for tree in iter_trees(run_dir):
+            if tree.status == STOPPED:
+                src.unfinished += 1
+                continue
             src.trees += 1
             pid = str(tree.problem["id"])
             if pid in out:
@@ -94,7 +99,8 @@ def load_trees(run_dirs: list[Path]) -> tuple[list[tuple[Tree, Source]], list[So
             else:
                 out[pid] = (tree, src)
         if not src.trees:
-            raise UserError(f"{run_dir}: its trees*.jsonl files hold no finished tree")
+            raise UserError(f"{run_dir}: its trees*.jsonl files hold no finished tree ({src.unfinished} stopped by a "
+                            "global limit; run the same search again to finish them)")
     return [out[pid] for pid in sorted(out)], sources
 
 
@@ -137,6 +143,7 @@ def build(cfg: ExportConfig, run_dirs: list[Path],
             progress(done, len(trees))
     report = _report(cfg, sft, pairs, sft_counts, pair_counts, per_problem, all_lengths)
     report["pair_ends"] = _ends(cfg, pairs, limit_excluded)
+    report["trees"] = {"finished": len(trees), "unfinished_skipped": sum(s.unfinished for s in sources)}
     return Export(sft, pairs, report, sources, time.perf_counter() - start, all_lengths)
 
 

@@ -15,7 +15,7 @@ from mcts_cot.problems import Context, load_problems
 from mcts_cot.progress import progress_bar
 from mcts_cot.search import RESUMABLE_KEYS, Engine, SearchConfig, run_waves
 from mcts_cot.store import RunDir
-from mcts_cot.tree import SCHEMA, Tree
+from mcts_cot.tree import SCHEMA, STOPPED, Tree
 
 
 def search_hash(cfg: SearchConfig) -> str:
@@ -99,11 +99,15 @@ class _Tally:
 
     def __init__(self, total: int, done_before: int):
         self.total, self.done_before = total, done_before
-        self.finished = self.solved = self.success = self.correct_leaves = 0
+        self.finished = self.solved = self.success = self.correct_leaves = self.stopped = 0
         self.started = time.perf_counter()
 
     def add(self, trees: list[Tree]) -> None:
+        """Count finished trees; a `stopped` one is unfinished (a resumed run grows it again)."""
         for t in trees:
+            if t.status == STOPPED:
+                self.stopped += 1
+                continue
             self.finished += 1
             self.solved += t.stats.get("correct", 0) > 0
             self.success += t.status == "success"
@@ -125,7 +129,7 @@ def _manifest(cfg: SearchConfig, run: RunDir, tally: _Tally, backends: dict, loa
         "schema": SCHEMA, "command": "search", "strategy": cfg.strategy, "model": cfg.model.name, "backend": cfg.backend.name,
         "problems": {"source": cfg.problems.source, "total": tally.total, "skipped_rows": load_report.skipped,
                      "finished_before": tally.done_before, "finished_now": tally.finished,
-                     "solved_now": tally.solved, "success_now": tally.success},
+                     "solved_now": tally.solved, "success_now": tally.success, "stopped_now": tally.stopped},
         "shard": list(run.shard) if run.shard else None,
         "generated_tokens": stats.generated_tokens, "prompt_tokens": stats.prompt_tokens,
         "prefix_cache_hit_rate": stats.cache_hit_rate, "generate_seconds": round(stats.seconds, 2),

@@ -19,7 +19,7 @@ import orjson
 
 from mcts_cot.errors import UserError
 from mcts_cot.io import append_jsonl, iter_jsonl, read_jsonl, repair_jsonl, write_json
-from mcts_cot.tree import Tree
+from mcts_cot.tree import STOPPED, Tree
 
 
 def tree_files(run_dir: str | Path) -> list[Path]:
@@ -30,15 +30,22 @@ def tree_files(run_dir: str | Path) -> list[Path]:
 
 
 def iter_trees(run_dir: str | Path) -> Iterator[Tree]:
-    """Every finished tree of a run (all shards), each problem once (the first record wins)."""
+    """Every tree of a run (all shards), each problem once: its first finished record, else (after all the
+    finished ones) its last `stopped` record, a tree a global limit cut short that a resumed search grows
+    again."""
     seen: set[str] = set()
+    stopped: dict[str, tuple[dict, str]] = {}
     for path in tree_files(run_dir):
         for line_no, record in iter_jsonl(path):
             pid = record["problem"]["id"]
-            if pid in seen:
-                continue
-            seen.add(pid)
-            yield Tree.from_record(record, where=f"{path}: line {line_no}")
+            if record.get("status") == STOPPED:
+                stopped[pid] = record, f"{path}: line {line_no}"
+            elif pid not in seen:
+                seen.add(pid)
+                yield Tree.from_record(record, where=f"{path}: line {line_no}")
+    for pid, (record, where) in stopped.items():
+        if pid not in seen:
+            yield Tree.from_record(record, where=where)
 
 
 def _try_lock(path: Path) -> BinaryIO | None:
@@ -127,8 +134,8 @@ class RunDir:
                 lock.close()
 
     def finished_ids(self) -> set[str]:
-        """Problem ids with a record in any shard file of this dir."""
-        return {r["problem"]["id"] for p in tree_files(self.path) for r in read_jsonl(p)}
+        """Problem ids with a finished record in any shard file of this dir (a `stopped` one is grown again)."""
+        return {r["problem"]["id"] for p in tree_files(self.path) for r in read_jsonl(p) if r.get("status") != STOPPED}
 
     def append(self, trees: list[Tree]) -> None:
         """Append finished trees; a failed write (disk full) keeps every earlier line and leaves no torn tail."""

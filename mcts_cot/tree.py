@@ -17,6 +17,7 @@ import networkx as nx
 from mcts_cot.errors import UserError
 
 SCHEMA = 1
+STOPPED = "stopped"  # the status of a tree a global limit cut short: unfinished, grown again on resume
 
 Verdict = Literal["correct", "wrong", "unverifiable", "no_answer"]
 # Why a node ends its path: it gave a final answer, the model ended its turn without one, the step was

@@ -107,6 +107,38 @@ def test_a_corrupt_line_is_skipped_with_its_file_and_line_and_regrown_on_resume(
     assert len(trees) == 6 and lost in trees
 
 
+# --------------------------------------------------------------------------------------------- global limits
+
+
+def _finished(run_dir: Path) -> dict[str, dict]:
+    out = {}
+    for tree in iter_trees(run_dir):
+        record = tree.to_record()
+        record["stats"].pop("seconds")
+        out[tree.problem["id"]] = record
+    return out
+
+
+def test_a_run_stopped_by_a_global_limit_resumes_to_the_uninterrupted_trees(tmp_path, tiny_model_dir):
+    from mcts_cot.export import ExportConfig, build
+
+    whole = _search(tmp_path / "whole", tiny_model_dir)
+    out = tmp_path / "cut"
+    first = _search(out, tiny_model_dir, f"budget.max_total_tokens={whole['generated_tokens'] * 2 // 3}")
+    unfinished = {t.problem["id"] for t in iter_trees(out) if t.status == "stopped"}
+    finished = len(list(iter_trees(out))) - len(unfinished)
+    assert first["status"] == "stopped" and unfinished and finished
+    assert (first["problems"]["finished_now"], first["problems"]["stopped_now"]) == (finished, len(unfinished))
+    report = build(load_config(ExportConfig, None, ["val_fraction=0"]), [out]).report
+    assert report["trees"] == {"finished": finished, "unfinished_skipped": len(unfinished)}
+    assert not unfinished & set(report["per_problem"])
+    second = _search(out, tiny_model_dir)  # grows the stopped trees again, from their roots
+    assert second["status"] == "complete"
+    assert (second["problems"]["finished_before"], second["problems"]["finished_now"]) == (finished, 6 - finished)
+    assert _finished(out) == _finished(tmp_path / "whole")
+    assert all(t.status != "stopped" for t in iter_trees(out))
+
+
 # --------------------------------------------------------------------------------------------- disk full
 
 
@@ -234,3 +266,22 @@ def test_train_overwrite_replaces_the_earlier_runs_checkpoints(tmp_path, tiny_mo
     names = {p.name for p in (out / "checkpoints").iterdir()}
     assert "checkpoint-2" in names and "checkpoint-99" not in names  # resume=true would have picked 99
     assert json.loads((out / "metrics.json").read_text())["global_step"] == 2
+
+
+def test_training_data_readers_skip_a_corrupt_line_and_name_the_true_line_after_it(tmp_path, tiny_model_dir, caplog):
+    from trainers import synthetic
+    from trainers.data import load_pairs
+
+    data = synthetic.write_data_dir(tmp_path / "data", str(tiny_model_dir), (0, 256), pairs=3)
+    path = data / "pairs.jsonl"
+    rows = path.read_bytes().splitlines(keepends=True)
+    assert len(load_pairs(path, 0, True, 512, 0.1)[0]) == 3
+    path.write_bytes(rows[0] + b"{not json\n" + rows[1] + rows[2])
+    with caplog.at_level(logging.WARNING):
+        assert len(load_pairs(path, 0, True, 512, 0.1)[0]) == 3
+    assert f"{path}: line 2" in caplog.text
+    bad = json.loads(rows[2])
+    del bad["chosen_ids"]
+    path.write_bytes(rows[0] + b"{not json\n" + rows[1] + json.dumps(bad).encode() + b"\n")
+    with pytest.raises(UserError, match=rf"{path}:4\b"):
+        load_pairs(path, 0, True, 512, 0.1)

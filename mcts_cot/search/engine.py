@@ -19,7 +19,7 @@ from mcts_cot.search.best_of_n import BestOfN
 from mcts_cot.search.config import SearchConfig
 from mcts_cot.search.growth import TreeGrower
 from mcts_cot.search.mcts import TreeSearch
-from mcts_cot.tree import Node, Tree
+from mcts_cot.tree import STOPPED, Node, Tree
 from mcts_cot.verify import AnswerVerifier
 
 STRATEGIES = {"mcts": TreeSearch, "best_of_n": BestOfN}
@@ -76,7 +76,8 @@ def _group(items: list, key) -> dict:
 
 def run_waves(engine: Engine, problems: list[Problem], on_finished, on_wave=None) -> dict:
     """Keep up to `concurrent_trees` trees live; finished trees go to `on_finished` at once and free their
-    slot. Global token / wall-time limits stop the run and hand the live trees over as `stopped`."""
+    slot. Global token / wall-time limits stop the run and hand the live trees over as `stopped`: unfinished
+    records that a resumed run grows again and export skips."""
     cfg = engine.cfg
     queue, live = deque(problems), []
     start, tokens, stopped = time.perf_counter(), 0, None
@@ -96,7 +97,7 @@ def run_waves(engine: Engine, problems: list[Problem], on_finished, on_wave=None
         elif cfg.budget.max_wall_s is not None and elapsed >= cfg.budget.max_wall_s:
             stopped = f"global wall-time limit {cfg.budget.max_wall_s}s reached"
         if stopped:
-            on_finished([ts.finish("stopped", stopped) for ts in live])
+            on_finished([ts.finish(STOPPED, stopped) for ts in live])
             break
     return {"waves": engine.waves, "generated_tokens": tokens, "seconds": time.perf_counter() - start,
             "stopped": stopped, "unstarted": len(queue)}
