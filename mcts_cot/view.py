@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from mcts_cot.errors import UserError
-from mcts_cot.io import read_jsonl, write_atomic
+from mcts_cot.io import iter_jsonl, write_atomic
 from mcts_cot.store import iter_trees
 from mcts_cot.tree import Node, Tree
 
@@ -67,7 +67,7 @@ def export_marks(export_dir: str | Path, trees: dict[str, Tree]) -> tuple[dict[s
     marks: dict[str, dict] = {}
     counts = {"rows": 0, "unmatched": 0}
     for path in paths:
-        for row_no, row in enumerate(read_jsonl(path), start=1):
+        for row_no, row in iter_jsonl(path):
             counts["rows"] += 1
             matched = _mark(row, trees, marks, path.name.startswith("sft"), f"{path}: row {row_no}")
             counts["unmatched"] += not matched

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from mcts_cot.errors import UserError
-from mcts_cot.io import read_jsonl
+from mcts_cot.io import iter_jsonl
 from mcts_cot.rows import Example, PairRow, SFTRow, ends_turn, required_keys
 from trainers import prefix_sharing
 
@@ -95,8 +95,8 @@ def load_pairs(path: str | Path, eot_id: int, masking: bool, max_length: int,
                epsilon: float | str) -> tuple[list[Example], DataStats]:
     """Read a pairs file into examples. `epsilon`: a float for every pair, or 'pairs' for the column."""
     stats, examples = DataStats(str(path)), []
-    for i, row in enumerate(read_jsonl(path)):
-        where = f"{path}:{i + 1}"
+    for i, (line_no, row) in enumerate(iter_jsonl(path)):  # line_no names the file's line past a skipped one
+        where = f"{path}:{line_no}"
         _check(row, PAIR_FIELDS + (("epsilon",) if epsilon == "pairs" else ()), where)
         stats.rows += 1
         shared = row["prompt_ids"] + row["prefix_ids"]
@@ -122,8 +122,8 @@ def load_pairs(path: str | Path, eot_id: int, masking: bool, max_length: int,
 def load_sft(path: str | Path, eot_id: int, max_length: int) -> tuple[list[Example], DataStats]:
     """Read an SFT file into examples: loss on the completion tokens only."""
     stats, examples = DataStats(str(path)), []
-    for i, row in enumerate(read_jsonl(path)):
-        _check(row, SFT_FIELDS, f"{path}:{i + 1}")
+    for i, (line_no, row) in enumerate(iter_jsonl(path)):
+        _check(row, SFT_FIELDS, f"{path}:{line_no}")
         stats.rows += 1
         completion = row["completion_ids"] + ([eot_id] if row["complete"] else [])
         fitted, cut = _fit(len(row["prompt_ids"]), [completion], max_length)
