@@ -23,7 +23,8 @@ def summary_table(run_dir: str | Path) -> Table:
     table.add_row("trees", str(s["trees"]))
     table.add_row("status", ", ".join(f"{k} {v}" for k, v in sorted(s["status"].items())))
     table.add_row("solved (≥ 1 correct leaf)", f"{s['solved']} ({s['solve_rate']:.1%})")
-    for key in ("rollouts", "correct", "wrong", "no_answer", "unverifiable", "nodes", "generated_tokens"):
+    for key in ("rollouts", "correct", "wrong", "no_answer", "unverifiable", "answer_boxed", "answer_phrase", "nodes",
+                "generated_tokens"):
         table.add_row(key, str(s[key]))
     return table
 
