@@ -170,9 +170,10 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path | None = None, console: Consol
     `backends` builds the engine (an engine pool shares one between stages; tests pass a scripted factory).
     An earlier eval's dir is refused unless `overwrite`.
     """
+    from mcts_cot.answers import extract_answer
     from mcts_cot.backends import Request
     from mcts_cot.prompts import prompt_ids
-    from mcts_cot.verify import Verifier, extract_answer
+    from mcts_cot.verify import Verifier
 
     out = Path(out_dir or cfg.out)
     claim_out_dir(out, OUTPUTS, overwrite, "eval")

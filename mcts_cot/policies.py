@@ -15,11 +15,11 @@ import random
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from mcts_cot.answers import read_answer
 from mcts_cot.backends.base import Completion, Request
 from mcts_cot.config import option
 from mcts_cot.errors import UserError
 from mcts_cot.tree import Node, TerminalReason, Tree
-from mcts_cot.verify import read_answer
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Three rewards, as in DeepSeek-R1 / the Thinking-LLM reports (accuracy, format, optional reflection):
 
 - accuracy: 1 when the verifier pool says the extracted answer equals the gold, else 0. The answer comes
-  from the same extractor as search and eval (`verify.extract_answer`), so a GRPO reward and an eval score
+  from the same extractor as search and eval (`answers.extract_answer`), so a GRPO reward and an eval score
   mean the same thing. "unverifiable" (gold or prediction that math-verify cannot read, or a hostile one
   that the pool killed at its timeout) is 0, never 1, and no answer can stall a step past that timeout.
 - format: 1 for exactly one complete, non-empty `\\boxed{}` with nothing but closing punctuation after it.
@@ -19,8 +19,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from mcts_cot.answers import boxes, extract_answer
 from mcts_cot.evaluate import REFLECTION_MARKERS
-from mcts_cot.verify import _BOX, Verifier, _braced, extract_answer
+from mcts_cot.verify import Verifier
 
 Reward = Callable[..., list[float]]
 _CLOSING = re.compile(r"(?:\s|\.|\$|\*|\\\]|\\\))*")  # what may follow a final box: ". $ ** \] \)"
@@ -45,13 +46,13 @@ def accuracy_reward(verifier: Verifier) -> Reward:
 
 def one_final_box(text: str) -> bool:
     """Exactly one `\\boxed{}`/`\\fbox{}`, closed, non-empty, and only closing punctuation after it."""
-    boxes = list(_BOX.finditer(text))
-    if len(boxes) != 1:
+    found = boxes(text)
+    if len(found) != 1:
         return False
-    content = _braced(text, boxes[0].end())
+    content, end = found[0]
     if content is None or not content.strip():
         return False
-    return _CLOSING.fullmatch(text[boxes[0].end() + len(content) + 1:]) is not None
+    return _CLOSING.fullmatch(text[end:]) is not None
 
 
 def format_reward(completions: list, **_) -> list[float]:

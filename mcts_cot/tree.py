@@ -37,7 +37,7 @@ class Node:
     finish: str | None = None  # the backend's finish reason: stop / eos / length (None for root, fixed text)
     terminal: TerminalReason | None = None
     answer: str | None = None  # the extracted final answer of a terminal node
-    answer_by: str | None = None  # how that answer was recognised: boxed or phrase (verify.read_answer)
+    answer_by: str | None = None  # how that answer was recognised: boxed or phrase (answers.read_answer)
     verdict: Verdict | None = None
     N: int = 0  # visits
     W: float = 0.0  # sum of backed-up rewards

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from mcts_cot.answers import extract_answer
 from mcts_cot.config import PromptConfig, load_config
 from mcts_cot.evaluate import EvalConfig
 from mcts_cot.prompts import prompt_ids
 from mcts_cot.search import SearchConfig
-from mcts_cot.verify import extract_answer
 from trainers.config import TrainConfig
 
 QWEN = Path(__file__).resolve().parents[1] / "configs" / "presets" / "qwen-math"

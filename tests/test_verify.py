@@ -12,9 +12,10 @@ import time
 
 import pytest
 
+from mcts_cot.answers import extract_answer, read_answer
 from mcts_cot.config import VerifyConfig
 from mcts_cot.errors import UserError
-from mcts_cot.verify import Verifier, check_golds, extract_answer, read_answer
+from mcts_cot.verify import Verifier, check_golds
 
 TOWER = r"9^{9^{9^{9^{9}}}}"  # Math-Verify #59
 NESTED_LOG = "x"
