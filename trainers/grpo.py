@@ -15,7 +15,6 @@ writes the same model folder (weights, tokenizer, config.yaml, metrics.json) plu
 from __future__ import annotations
 
 import dataclasses
-import resource
 import time
 import typing
 from pathlib import Path
@@ -107,45 +106,42 @@ def run(cfg, out_dir: str | Path):
     from transformers import AutoTokenizer
     from trl import GRPOTrainer
 
-    from mcts_cot.config import save_config
-    from mcts_cot.io import write_json
     from mcts_cot.verify import Verifier
-    from trainers.trainer import RunResult, _apply_lora, _load_model, _resolve, _resume_from, _save
+    from trainers.trainer import (
+        apply_lora,
+        finish_run,
+        load_model,
+        resolve_model_path,
+        resume_from,
+        save_model_folder,
+    )
 
     _check_batch(cfg)
     out_dir = Path(out_dir)
     name = cfg.model.name or "smollm2-135m"
-    model_path = _resolve(name)
+    model_path = resolve_model_path(name)
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.model.trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     dataset = prompt_dataset(cfg.grpo)
-    model = _load_model(cfg, model_path)
+    model = load_model(cfg, model_path)
     if cfg.lora.enabled:
-        model = _apply_lora(cfg, model)
+        model = apply_lora(cfg, model)
     with Verifier.from_config(cfg.grpo.verify) as verifier:
         funcs, weights = reward_functions(cfg.grpo, verifier)
         args = grpo_arguments(cfg, out_dir, weights)
         trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
                               processing_class=tokenizer)
         start = time.perf_counter()
-        train_out = trainer.train(resume_from_checkpoint=_resume_from(cfg, out_dir))
+        train_out = trainer.train(resume_from_checkpoint=resume_from(cfg, out_dir))
         elapsed = time.perf_counter() - start
         verify_stats = dataclasses.asdict(verifier.stats)
-    _save(cfg, trainer, tokenizer, out_dir)
-    metrics = {
-        "objective": "grpo", "model": name, "global_step": train_out.global_step, "world_size": args.world_size,
-        "train": train_out.metrics, "eval": {}, "prompts": len(dataset), "reward_weights": weights,
-        "pairs_per_second": train_out.metrics.get("train_samples_per_second"), "verify": verify_stats,
-        "wall_seconds": round(elapsed, 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "log_history": trainer.state.log_history,
-    }
+    save_model_folder(cfg, trainer, tokenizer, out_dir)
+    result = finish_run(cfg, name, trainer, train_out, elapsed, out_dir, eval={}, prompts=len(dataset),
+                        reward_weights=weights, verify=verify_stats)
     if trainer.is_world_process_zero():
-        save_config(cfg, out_dir)
-        write_json(out_dir / "metrics.json", metrics)
         plot_rewards(trainer.state.log_history, out_dir / "rewards.png")
-    return RunResult(out_dir, metrics)
+    return result
 
 
 def plot_rewards(history: list[dict], path: Path) -> None:

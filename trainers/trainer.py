@@ -143,7 +143,7 @@ def _model_name(cfg: TrainConfig, train_file: Path) -> str:
     return first["model"]
 
 
-def _resolve(name: str) -> str:
+def resolve_model_path(name: str) -> str:
     if Path(name).is_dir():
         return name
     from mcts_cot.models import resolve_model
@@ -163,7 +163,7 @@ def _dtype(cfg: TrainConfig) -> torch.dtype:
             "float16": torch.float16}[cfg.model.dtype]
 
 
-def _load_model(cfg: TrainConfig, path: str):
+def load_model(cfg: TrainConfig, path: str):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(cfg), attn_implementation=cfg.attn_implementation,
@@ -172,7 +172,7 @@ def _load_model(cfg: TrainConfig, path: str):
     return model
 
 
-def _apply_lora(cfg: TrainConfig, model):
+def apply_lora(cfg: TrainConfig, model):
     from peft import LoraConfig, get_peft_model
 
     targets = cfg.lora.target_modules
@@ -215,7 +215,7 @@ def training_arguments(cfg: TrainConfig, out_dir: Path, has_eval: bool, cls=None
     return (cls or TrainingArguments)(**kwargs)
 
 
-def _resume_from(cfg: TrainConfig, out_dir: Path) -> str | None:
+def resume_from(cfg: TrainConfig, out_dir: Path) -> str | None:
     if cfg.resume is False:
         return None
     if isinstance(cfg.resume, str):
@@ -281,8 +281,7 @@ def run(cfg: TrainConfig, out_dir: str | Path, overwrite: bool = False) -> RunRe
     A dir holding an earlier run's model is refused unless `overwrite`, or `resume` (which continues it)."""
     from transformers import AutoTokenizer
 
-    from mcts_cot.config import save_config
-    from mcts_cot.io import claim_out_dir, write_json
+    from mcts_cot.io import claim_out_dir
 
     cfg.validate()
     claim_out_dir(out_dir, OUTPUTS, overwrite or cfg.resume is not False, "train")
@@ -295,7 +294,7 @@ def run(cfg: TrainConfig, out_dir: str | Path, overwrite: bool = False) -> RunRe
     out_dir = Path(out_dir)
     train_file, val_file = _data_files(cfg)
     name = _model_name(cfg, train_file)
-    model_path = _resolve(name)
+    model_path = resolve_model_path(name)
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.model.trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -321,12 +320,12 @@ def run(cfg: TrainConfig, out_dir: str | Path, overwrite: bool = False) -> RunRe
         import deepspeed
 
         deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
-    model = _load_model(cfg, model_path)
+    model = load_model(cfg, model_path)
     ref_model, ref_info = None, {}
     if cfg.uses_reference and cfg.reference == "live" and not cfg.lora.enabled:
-        ref_model = _load_model(cfg, model_path).eval().requires_grad_(False)
+        ref_model = load_model(cfg, model_path).eval().requires_grad_(False)
     if cfg.lora.enabled:
-        model = _apply_lora(cfg, model)
+        model = apply_lora(cfg, model)
 
     settings = losses.LossSettings(cfg.objective, cfg.beta, cfg.alpha, cfg.simpo_gamma)
     trainer = MCTSTrainer(model=model, args=args, train_dataset=ListDataset(train_examples),
@@ -337,18 +336,27 @@ def run(cfg: TrainConfig, out_dir: str | Path, overwrite: bool = False) -> RunRe
         files = [(train_file, train_examples)] + ([(val_file, val_examples)] if val_examples else [])
         ref_info = _attach_reference(cfg, trainer, model_path, files, collator, eot_id)
     start = time.perf_counter()
-    train_out = trainer.train(resume_from_checkpoint=_resume_from(cfg, out_dir))
+    train_out = trainer.train(resume_from_checkpoint=resume_from(cfg, out_dir))
     elapsed = time.perf_counter() - start
     eval_metrics = trainer.evaluate() if val_examples else {}
-    _save(cfg, trainer, tokenizer, out_dir)
+    save_model_folder(cfg, trainer, tokenizer, out_dir)
 
-    steps = train_out.global_step
-    metrics = {
-        "objective": cfg.objective, "model": name, "global_step": steps, "world_size": args.world_size, "train": train_out.metrics,
+    return finish_run(cfg, name, trainer, train_out, elapsed, out_dir, **{
         "eval": eval_metrics, "data": {"train": dataclasses.asdict(train_stats),
                                        "val": dataclasses.asdict(val_stats) if val_stats else None},
         "reference": {"mode": cfg.reference if cfg.uses_reference else "none", "files": ref_info},
-        "precision": {"bf16": args.bf16, "log": precision_log},
+        "precision": {"bf16": args.bf16, "log": precision_log}})
+
+
+def finish_run(cfg: TrainConfig, model: str, trainer, train_out, elapsed: float, out_dir: Path, **extra) -> RunResult:
+    """metrics.json (what every objective reports: steps, throughput, wall time, peak memory, the log, plus the
+    objective's own `extra`) and config.yaml, written by the main process; the run's result."""
+    from mcts_cot.config import save_config
+    from mcts_cot.io import write_json
+
+    metrics = {
+        "objective": cfg.objective, "model": model, "global_step": train_out.global_step,
+        "world_size": trainer.args.world_size, "train": train_out.metrics, **extra,
         "pairs_per_second": train_out.metrics.get("train_samples_per_second"),
         "wall_seconds": round(elapsed, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -360,7 +368,7 @@ def run(cfg: TrainConfig, out_dir: str | Path, overwrite: bool = False) -> RunRe
     return RunResult(out_dir, metrics)
 
 
-def _save(cfg: TrainConfig, trainer: MCTSTrainer, tokenizer, out_dir: Path) -> None:
+def save_model_folder(cfg: TrainConfig, trainer: MCTSTrainer, tokenizer, out_dir: Path) -> None:
     """A normal HF model folder: full weights (LoRA merged unless lora.merge is false) + tokenizer."""
     if cfg.lora.enabled and cfg.lora.merge:
         if trainer.is_world_process_zero():
