@@ -40,3 +40,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(params=[("cdpo", 0.0), ("cdpo", 1.0), ("dpo", 0.0), ("simpo", 1.0)], ids=["cdpo", "joint", "dpo", "simpo"])
+def loss_settings(request):
+    """Each objective the layout-equivalence tests compare: cDPO, the joint objective (α = 1), DPO and SimPO."""
+    from trainers import losses
+
+    objective, alpha = request.param
+    return losses.LossSettings(objective, beta=0.1 if objective != "simpo" else 2.0, alpha=alpha)

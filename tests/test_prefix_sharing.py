@@ -60,11 +60,9 @@ def loss_and_grads(model, batch, settings):
 
 
 @pytest.mark.parametrize("masking", [True, False])
-@pytest.mark.parametrize("objective,alpha", [("cdpo", 0.0), ("cdpo", 1.0), ("dpo", 0.0), ("simpo", 1.0)])
-def test_same_loss_and_gradients_as_two_sequences(tok_model, masking, objective, alpha):
-    tok, model = tok_model
+def test_same_loss_and_gradients_as_two_sequences(tok_model, masking, loss_settings):
+    tok, model, settings = *tok_model, loss_settings
     examples = make_examples(masking)
-    settings = losses.LossSettings(objective, beta=0.1 if objective != "simpo" else 2.0, alpha=alpha)
     two = PairCollator(tok.pad_token_id, prefix_sharing=False)(examples)
     one = PairCollator(tok.pad_token_id, prefix_sharing=True)(examples)
     assert one["input_ids"].shape[0] == 3 and two["input_ids"].shape[0] == 6
