@@ -49,3 +49,38 @@ def loss_settings(request):
 
     objective, alpha = request.param
     return losses.LossSettings(objective, beta=0.1 if objective != "simpo" else 2.0, alpha=alpha)
+
+
+@pytest.fixture(scope="session")
+def tree_records():
+    """Every tree of a run dir as its record, by problem id, without its wall time (the one field a rerun of the
+    same search may change): what "a resumed run equals an uninterrupted one" compares."""
+    from mcts_cot.store import iter_trees
+
+    def records(run_dir) -> dict[str, dict]:
+        return {t.problem["id"]: {**t.to_record(), "stats": {k: v for k, v in t.stats.items() if k != "seconds"}}
+                for t in iter_trees(run_dir)}
+
+    return records
+
+
+@pytest.fixture(scope="session")
+def gpu_loss_and_grads():
+    """cDPO + NLL loss and the flat gradients of the tiny Llama (seed 3) on one batch on the GPU, laid out by
+    `collator` and run with attention `impl`: what the FlexAttention-on-GPU tests compare with SDPA."""
+    import torch
+
+    from mcts_cot.tiny import byte_tokenizer, tiny_llama
+    from trainers import losses
+    from trainers.trainer import forward_token_logps
+
+    def run(examples, impl: str, collator, ref) -> tuple[float, torch.Tensor]:
+        model = tiny_llama(byte_tokenizer(), seed=3).cuda()
+        model.set_attn_implementation(impl)
+        batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in collator(examples).items()}
+        settings = losses.LossSettings("cdpo", alpha=1.0)
+        loss, _ = losses.compute(settings, forward_token_logps(model, batch, impl), batch, tuple(r.cuda() for r in ref))
+        loss.backward()
+        return loss.item(), torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    return run

@@ -90,19 +90,10 @@ def test_flex_block_mask_is_the_dense_mask():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled FlexAttention with backward needs a GPU")
-def test_flex_attention_model_matches_sdpa_on_gpu():
-    tok = byte_tokenizer()
-    examples = make_examples(masking=True)
-    settings = losses.LossSettings("cdpo", alpha=1.0)
-    results = []
-    for impl, sharing in (("sdpa", False), ("flex_attention", True)):
-        model = tiny_llama(tok, seed=3).cuda()
-        model.set_attn_implementation(impl)
-        batch = {k: v.cuda() if torch.is_tensor(v) else v
-                 for k, v in PairCollator(tok.pad_token_id, sharing, pad_to_multiple_of=128)(examples).items()}
-        ref = (torch.tensor([-20.0, -9.0, -30.0]).cuda(), torch.tensor([-25.0, -8.0, -28.0]).cuda())
-        loss, _ = losses.compute(settings, forward_token_logps(model, batch, impl), batch, ref)
-        loss.backward()
-        results.append((loss.item(), torch.cat([p.grad.flatten() for p in model.parameters()])))
+def test_flex_attention_model_matches_sdpa_on_gpu(gpu_loss_and_grads):
+    pad = byte_tokenizer().pad_token_id
+    ref = (torch.tensor([-20.0, -9.0, -30.0]), torch.tensor([-25.0, -8.0, -28.0]))
+    results = [gpu_loss_and_grads(make_examples(masking=True), impl, PairCollator(pad, sharing, pad_to_multiple_of=128), ref)
+               for impl, sharing in (("sdpa", False), ("flex_attention", True))]
     assert abs(results[0][0] - results[1][0]) < 1e-3
     assert (results[0][1] - results[1][1]).abs().max() < 1e-3

@@ -110,16 +110,7 @@ def test_a_corrupt_line_is_skipped_with_its_file_and_line_and_regrown_on_resume(
 # --------------------------------------------------------------------------------------------- global limits
 
 
-def _finished(run_dir: Path) -> dict[str, dict]:
-    out = {}
-    for tree in iter_trees(run_dir):
-        record = tree.to_record()
-        record["stats"].pop("seconds")
-        out[tree.problem["id"]] = record
-    return out
-
-
-def test_a_run_stopped_by_a_global_limit_resumes_to_the_uninterrupted_trees(tmp_path, tiny_model_dir):
+def test_a_run_stopped_by_a_global_limit_resumes_to_the_uninterrupted_trees(tmp_path, tiny_model_dir, tree_records):
     from mcts_cot.export import ExportConfig, build
 
     whole = _search(tmp_path / "whole", tiny_model_dir)
@@ -135,7 +126,7 @@ def test_a_run_stopped_by_a_global_limit_resumes_to_the_uninterrupted_trees(tmp_
     second = _search(out, tiny_model_dir)  # grows the stopped trees again, from their roots
     assert second["status"] == "complete"
     assert (second["problems"]["finished_before"], second["problems"]["finished_now"]) == (finished, 6 - finished)
-    assert _finished(out) == _finished(tmp_path / "whole")
+    assert tree_records(out) == tree_records(tmp_path / "whole")
     assert all(t.status != "stopped" for t in iter_trees(out))
 
 

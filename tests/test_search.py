@@ -309,15 +309,6 @@ def _lines(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
-def _trees(run_dir: Path) -> dict[str, dict]:
-    out = {}
-    for tree in iter_trees(run_dir):
-        rec = tree.to_record()
-        rec["stats"].pop("seconds")
-        out[tree.problem["id"]] = rec
-    return out
-
-
 def _search(out: Path, model: Path, *extra: str, **kwargs) -> dict:
     """The same run as `_run`, in this process."""
     from mcts_cot.run import run_search
@@ -325,7 +316,7 @@ def _search(out: Path, model: Path, *extra: str, **kwargs) -> dict:
     return run_search(load_config(SearchConfig, None, [f"model.name={model}", *SETS, *extra], out=str(out)), **kwargs)
 
 
-def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, tiny_model_dir):
+def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, tiny_model_dir, tree_records):
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     _search(whole, tiny_model_dir)
     rng = random.Random(7)
@@ -339,7 +330,7 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, tiny_model
     assert kills >= 1
     lines = [r["problem"]["id"] for r in read_jsonl(resumed / "trees.jsonl")]
     assert len(lines) == len(set(lines)) == 24  # every problem exactly once
-    assert _trees(resumed) == _trees(whole)
+    assert tree_records(resumed) == tree_records(whole)
 
 
 def test_torn_last_line_is_repaired(tmp_path, tiny_model_dir):

@@ -36,14 +36,8 @@ def search_config(tmp_path, model, strategy: str, name: str, *sets: str) -> Sear
         "policy.children=2", "budget.max_rollouts=4", "budget.success_correct=2", "best_of_n.n=3", *sets])
 
 
-def records(run_dir) -> dict[str, dict]:
-    """Every tree's record by problem id, without its wall time (the one field a rerun may change)."""
-    return {t.problem["id"]: {**t.to_record(), "stats": {k: v for k, v in t.stats.items() if k != "seconds"}}
-            for t in iter_trees(run_dir)}
-
-
 @pytest.mark.parametrize("strategy", ["mcts", "best_of_n"])
-def test_both_strategies_resume_through_the_shell_and_export_alike(tmp_path, tiny_model_dir, strategy):
+def test_both_strategies_resume_through_the_shell_and_export_alike(tmp_path, tiny_model_dir, strategy, tree_records):
     factory = scripted_factory(script)
     whole = search_config(tmp_path, tiny_model_dir, strategy, "whole")
     manifest = run_search(whole, backends=factory)
@@ -51,8 +45,8 @@ def test_both_strategies_resume_through_the_shell_and_export_alike(tmp_path, tin
     # The same run in two parts (3 problems, then all 6 into the same dir) equals the uninterrupted one.
     run_search(search_config(tmp_path, tiny_model_dir, strategy, "parts", "problems.limit=3"), backends=factory)
     run_search(search_config(tmp_path, tiny_model_dir, strategy, "parts"), backends=factory)
-    assert records(tmp_path / "parts") == records(tmp_path / "whole")
-    assert len(records(tmp_path / "whole")) == 6
+    assert tree_records(tmp_path / "parts") == tree_records(tmp_path / "whole")
+    assert len(tree_records(tmp_path / "whole")) == 6
     for tree in iter_trees(tmp_path / "whole"):
         # One backup for all: the root's visits are the terminals scored, its value the correct ones.
         ends = [n for n in tree.nodes if n.verdict is not None]

@@ -183,19 +183,10 @@ def test_switch_is_off_by_default_and_trains_to_the_same_loss(tiny_model_dir, tm
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled FlexAttention with backward needs a GPU")
-def test_flex_attention_model_matches_sdpa_on_gpu():
-    tok = byte_tokenizer()
-    examples = make_examples(masking=True)
-    settings = losses.LossSettings("cdpo", alpha=1.0)
-    results = []
-    for impl, collator in (("sdpa", PairCollator(tok.pad_token_id, True)),
-                           ("flex_attention", tree_packing.TreeCollator(tok.pad_token_id, 40, pad_to_multiple_of=128))):
-        model = tiny_llama(tok, seed=3).cuda()
-        model.set_attn_implementation(impl)
-        batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in collator(examples).items()}
-        ref = tuple(r.cuda() for r in REF)
-        loss, _ = losses.compute(settings, forward_token_logps(model, batch, impl), batch, ref)
-        loss.backward()
-        results.append((loss.item(), torch.cat([p.grad.flatten() for p in model.parameters()])))
+def test_flex_attention_model_matches_sdpa_on_gpu(gpu_loss_and_grads):
+    pad = byte_tokenizer().pad_token_id
+    results = [gpu_loss_and_grads(make_examples(masking=True), impl, collator, REF)
+               for impl, collator in (("sdpa", PairCollator(pad, True)),
+                                      ("flex_attention", tree_packing.TreeCollator(pad, 40, pad_to_multiple_of=128)))]
     assert abs(results[0][0] - results[1][0]) < 1e-3
     assert (results[0][1] - results[1][1]).abs().max() < 1e-3
