@@ -346,3 +346,16 @@ class VerifyConfig:
     workers: int = option(2, "Worker processes.", ge=1)
     timeout_s: float = option(5.0, "Seconds before a verification is killed and called unverifiable.", gt=0)
     memory_mb: int = option(2048, "Address-space limit of each worker, in MiB.", ge=1)
+
+
+@dataclasses.dataclass
+class GenerationConfig:
+    """The sections of every command that generates answers and verifies them (eval, search, best-of-n): which
+    model, on which engine, with which prompt, on which problems, checked by which verifier pool."""
+
+    model: ModelConfig = section(ModelConfig, "The generating model: alias, HF id, or a folder (e.g. one saved by `train`).")
+    backend: BackendConfig = section(BackendConfig, "The generation engine.")
+    prompt: PromptConfig = section(PromptConfig, "How a problem becomes a chat prompt.")
+    problems: ProblemsConfig = section(ProblemsConfig, "Which problems (built-in ones from the test split by default).")
+    verify: VerifyConfig = section(VerifyConfig, "The math-verify worker pool.")
+

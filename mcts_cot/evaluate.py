@@ -22,12 +22,8 @@ from rich.console import Console
 
 from mcts_cot.backends import BackendFactory, make_backend
 from mcts_cot.config import (
-    BackendConfig,
-    ModelConfig,
-    ProblemsConfig,
-    PromptConfig,
+    GenerationConfig,
     SamplingConfig,
-    VerifyConfig,
     config_hash,
     option,
     save_config,
@@ -41,14 +37,9 @@ from mcts_cot.tables import Grid
 
 
 @dataclasses.dataclass
-class EvalConfig:
+class EvalConfig(GenerationConfig):
     """Configuration of `mcts-cot eval`. Greedy, one full answer per problem, unless `sampling` says otherwise."""
 
-    model: ModelConfig = section(ModelConfig, "The model to evaluate: alias, HF id, or a folder (e.g. one saved by `train`).")
-    backend: BackendConfig = section(BackendConfig, "The generation engine.")
-    prompt: PromptConfig = section(PromptConfig, "How a problem becomes a chat prompt.")
-    problems: ProblemsConfig = section(ProblemsConfig, "Which problems to evaluate on.")
-    verify: VerifyConfig = section(VerifyConfig, "The math-verify worker pool.")
     sampling: SamplingConfig = section(SamplingConfig, "Samples per problem and how they are drawn.")
     stop: list[str] = option([], "Stop strings; none by default, so every sample is a full answer.")
     k: int | None = option(None, "k of pass@k and maj@k; default sampling.n.", ge=1)

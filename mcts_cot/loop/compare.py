@@ -17,11 +17,8 @@ from rich.console import Console
 
 from mcts_cot.backends import BackendFactory, make_backend
 from mcts_cot.config import (
-    BackendConfig,
-    ModelConfig,
+    GenerationConfig,
     ProblemsConfig,
-    PromptConfig,
-    VerifyConfig,
     load_config,
     option,
     save_config,
@@ -41,16 +38,12 @@ from mcts_cot.tables import Grid
 
 
 @dataclasses.dataclass
-class BestOfNConfig:
+class BestOfNConfig(GenerationConfig):
     """`mcts-cot best-of-n`: N full samples per problem, run as `search` with strategy best_of_n (a run dir of
     one-level trees that export-pairs reads unchanged). N comes from `n`, or from a token budget: each problem
     draws `wave` samples at a time until it has spent its share of `max_total_tokens`."""
 
-    model: ModelConfig = section(ModelConfig, "The generating model.")
-    backend: BackendConfig = section(BackendConfig, "Generation engine.")
-    prompt: PromptConfig = section(PromptConfig, "Chat prompt (the same as the search's).")
     problems: ProblemsConfig = section(lambda: ProblemsConfig(split="train"), "Problems to sample.")
-    verify: VerifyConfig = section(VerifyConfig, "Answer verification pool.")
     n: int | None = option(None, "Samples per problem (null: sample until max_total_tokens).", ge=1)
     max_total_tokens: int | None = option(None, "Token budget of the whole run when n is null (e.g. an MCTS run's generated tokens).", ge=1)
     wave: int = option(2, "Samples per problem per generate call when sampling to a token budget.", ge=1)

@@ -11,11 +11,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mcts_cot.config import (
-    BackendConfig,
-    ModelConfig,
+    GenerationConfig,
     ProblemsConfig,
-    PromptConfig,
-    VerifyConfig,
     option,
     section,
 )
@@ -67,17 +64,13 @@ class BestOfNSettings:
 
 
 @dataclass
-class SearchConfig:
+class SearchConfig(GenerationConfig):
     """`mcts-cot search`: grow one verified tree per problem (MCTS, or best-of-N as its baseline)."""
 
     strategy: Literal["mcts", "best_of_n"] = option("mcts", "How a tree grows: mcts (selection, expansion, backup) or best_of_n (whole samples from the root; see best_of_n.*).")
 
-    model: ModelConfig = section(ModelConfig, "The generating model.")
-    critic_model: str | None = option(None, "typed: a second model for actions marked `model: critic` (the paper uses another model for double-check / reflection).")
-    backend: BackendConfig = section(BackendConfig, "Generation engine.")
-    prompt: PromptConfig = section(PromptConfig, "Chat prompt.")
     problems: ProblemsConfig = section(lambda: ProblemsConfig(split="train"), "Problems to search.")
-    verify: VerifyConfig = section(VerifyConfig, "Answer verification pool.")
+    critic_model: str | None = option(None, "typed: a second model for actions marked `model: critic` (the paper uses another model for double-check / reflection).")
     policy: PolicyConfig = section(PolicyConfig, "Step policy.")
     selection: SelectionConfig = section(SelectionConfig, "Leaf selection.")
     budget: BudgetConfig = section(BudgetConfig, "Per-tree and global budgets.")
