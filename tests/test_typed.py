@@ -46,14 +46,13 @@ def grow(byte_tok, script, *sets: str, waves: int = 3):
     return ts
 
 
+UNCLOSED = {"<p>": "add 2 and 3", "<c>": "2 + 3 = 5, fine"}  # what each action's open tag is followed by
+
+
 def unclosed(prompt: str, index: int) -> str:
-    """A model that never writes a close tag: every action ends with its turn."""
+    """A model that never writes a close tag: every action ends with its turn (the answer action: "5}.")."""
     tail = prompt.rsplit("assistant\n", 1)[-1]
-    if tail.endswith("<p>"):
-        return "add 2 and 3"
-    if tail.endswith("<c>"):
-        return "2 + 3 = 5, fine"
-    return "5}."
+    return next((text for tag, text in UNCLOSED.items() if tail.endswith(tag)), "5}.")
 
 
 def test_end_of_turn_closes_a_non_terminal_action_and_the_tree_goes_on(byte_tok):
