@@ -224,7 +224,7 @@ class TypedPolicy(Policy):
         """Only the answer action ends a path with an answer; any other action ends it only at a path limit,
         however its generation stopped (`child` closed it)."""
         if self.cfg.actions.get(node.kind, {}).get("terminal"):
-            node.answer, node.answer_by = read_answer(node.text)
+            self.take_answer(node)
             return "answer"
         return self.limit_reason(node, self.path_tokens(tree, node))
 

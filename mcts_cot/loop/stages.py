@@ -27,7 +27,6 @@ class Stage:
     set: dict = option({}, "Dotted overrides applied after `config`, e.g. {budget.max_rollouts: 16}.")
 
 
-
 STAGES = ("search", "export", "train", "eval", "sampled_eval")
 
 
