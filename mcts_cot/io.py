@@ -17,6 +17,10 @@ from mcts_cot.errors import UserError
 
 log = logging.getLogger(__name__)
 
+_UMASK = os.umask(0o022)  # reading the umask means setting it: read once at import and set straight back
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK  # what open() would give a new file
+
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:
     """Write a whole file through a temp file and a rename, so readers never see half of it."""
@@ -25,6 +29,7 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
     raw = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; a data file should be as readable as any other
         with os.fdopen(fd, "wb") as fh:
             fh.write(raw)
             fh.flush()
