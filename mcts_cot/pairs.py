@@ -199,8 +199,61 @@ def length_pairs(f: Facts, cfg: LengthPairs) -> tuple[Ends, Counter]:
     return out, drops
 
 
+@dataclass
+class CheckpointPairs:
+    """Checkpoint DPO pairs from a checkpoint run (`mcts-cot checkpoints`, method branch): at a checkpoint of a
+    correct trajectory, the original continuation against a sampled one that went wrong (right-to-wrong); at
+    a checkpoint of a wrong trajectory, a sampled continuation that came out right against the original
+    (wrong-to-right). Trees without continuation nodes give none."""
+
+    max_per_problem: int | None = option(8, "Most checkpoint pairs per problem (null = no cap), earliest continuation first.", ge=0)
+
+
+@dataclass
+class DtoPairs:
+    """DTO pairs from a checkpoint run (method dto): the shortest verified truncated trajectory of a problem
+    against its longest original one (correct or wrong). Trees without a kept truncation give none."""
+
+    max_per_problem: int | None = option(1, "Most DTO pairs per problem (null = no cap).", ge=0)
+
+
+def _original_end(tree: Tree, node: Node) -> Node:
+    """The end of the original trajectory a checkpoint node lies on."""
+    while (kids := [k for k in tree.children(node) if k.kind == "original"]):
+        node = kids[0]
+    return node
+
+
+def checkpoint_pairs(f: Facts, cfg: CheckpointPairs) -> tuple[Ends, Counter]:
+    """Each continuation whose verdict differs from its trajectory's: the correct side chosen."""
+    rejected = {n.id for n in f.rejected}
+    drops: Counter = Counter()
+    out: Ends = []
+    for node in f.tree.nodes:
+        if node.kind != "continuation" or node.terminal is None:
+            continue
+        original = _original_end(f.tree, f.tree.nodes[node.parent])
+        if original.verdict == "correct" and node.id in rejected:
+            out.append((original, node))
+        elif original.id in rejected and node.verdict == "correct":
+            out.append((node, original))
+        else:
+            drops["same_outcome" if node.verdict == original.verdict else "not_comparable"] += 1
+    return out, drops
+
+
+def dto_pairs(f: Facts, cfg: DtoPairs) -> tuple[Ends, Counter]:
+    """The shortest kept truncation against the longest original trajectory of the problem."""
+    kept = [n for n in f.correct if n.kind == "exit"]
+    originals = [n for n in f.tree.leaves() if n.kind == "original" and n.verdict in ("correct", *{r.verdict for r in f.rejected})]
+    if not kept or not originals:
+        return [], Counter(no_truncation=1) if not kept else Counter(no_original=1)
+    longest = max(originals, key=lambda n: (len(f.tree.path_ids(n)), -n.id))
+    return [(kept[0], longest)], Counter(more_truncations=len(kept) - 1)
+
+
 STRATEGIES: dict[str, Callable[[Facts, Any], tuple[Ends, Counter]]] = {
-    "path": path_pairs, "step": step_pairs, "length": length_pairs,
+    "path": path_pairs, "step": step_pairs, "length": length_pairs, "checkpoint": checkpoint_pairs, "dto": dto_pairs,
 }
 
 
