@@ -22,23 +22,25 @@ import orjson
 from mcts_cot.config import option, save_config, section, to_dict
 from mcts_cot.errors import UserError
 from mcts_cot.io import claim_out_dir, write_atomic, write_json
-from mcts_cot.pairs import LengthPairs, PathPairs, SftPaths, StepPairs, facts, pair_rows, sft_rows
+from mcts_cot.pairs import CheckpointPairs, DtoPairs, LengthPairs, PathPairs, SftPaths, StepPairs, facts, pair_rows, sft_rows
 from mcts_cot.rows import LIMIT_ENDS
 from mcts_cot.store import iter_trees, run_model, tree_files
 from mcts_cot.tree import STOPPED, Tree
 
-Strategy = Literal["path", "step", "length"]
+Strategy = Literal["path", "step", "length", "checkpoint", "dto"]
 
 
 @dataclass
 class ExportConfig:
     """`mcts-cot export-pairs`: which SFT paths and preference pairs to cut from verified search trees."""
 
-    strategies: list[Strategy] = option(["path"], "Pair strategies, run in this order (a pair made by an earlier one is not repeated): path, step, length.")
+    strategies: list[Strategy] = option(["path"], "Pair strategies, run in this order (a pair made by an earlier one is not repeated): path, step, length; checkpoint and dto for runs of `mcts-cot checkpoints`.")
     sft: SftPaths = section(SftPaths, "SFT paths (Thoughts Length Balance).")
     path: PathPairs = section(PathPairs, "path strategy: correct path vs wrong path with the shortest shared prefix.")
     step: StepPairs = section(StepPairs, "step strategy: best vs worst sibling by Q.")
     length: LengthPairs = section(LengthPairs, "length strategy: short vs long correct path.")
+    checkpoint: CheckpointPairs = section(CheckpointPairs, "checkpoint strategy: right-to-wrong and wrong-to-right continuations of a checkpoint run.")
+    dto: DtoPairs = section(DtoPairs, "dto strategy: shortest kept truncation vs longest original trajectory.")
     rejected_verdicts: list[Literal["wrong", "no_answer"]] = option(["wrong", "no_answer"], "Verdicts of terminals that may be rejected. Unverifiable ends are never used on either side.")
     limit_cut_rejected: bool = option(True, "Whether a path cut by a length or depth limit (it ended at length, max_depth or max_tokens, still writing) may be a rejected side. Such a side gets no end-of-turn token; its pair says rejected_end and report.json counts them.")
     max_pairs_per_problem: int | None = option(None, "Most pairs per problem over all strategies (null = no cap).", ge=0)
