@@ -2,13 +2,15 @@
 
 Thin by design: each command parses its options, loads its config (defaults ← --config YAML ← dedicated
 flags ← --set overrides), calls one library function and prints. A `UserError` becomes one line on stderr
-and exit status 2.
+and exit status 2. Humans read stderr; stdout gets one JSON line per finished command, for scripts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -25,10 +27,39 @@ console = Console(stderr=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config key: --set a.b=value (repeatable).")]
-OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")]
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model alias (smollm2-135m), HF id or local folder.")]
-ProblemsOpt = Annotated[str | None, typer.Option("--problems", "-p", help="builtin:arithmetic[:N], or a .jsonl/.json/.parquet file or datasets folder.")]
-BackendOpt = Annotated[str | None, typer.Option("--backend", "-b", help="vllm, hf or scripted.")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.", show_default="the config's out")]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model alias (smollm2-135m), HF id or local folder.", show_default="the config's model.name: smollm2-135m")]
+ProblemsOpt = Annotated[str | None, typer.Option("--problems", "-p", help="builtin:arithmetic[:N], or a .jsonl/.json/.parquet file or datasets folder.", show_default="the config's problems.source")]
+BackendOpt = Annotated[str | None, typer.Option("--backend", "-b", help="vllm, hf or scripted.", show_default="the config's backend.name: vllm")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"mcts-cot {version('mcts-cot')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on stderr but errors and warnings: only the JSON summary line on stdout.")] = False,
+    progress_every: Annotated[float, typer.Option(help="Seconds between plain progress lines when stderr is not a terminal (a log file).")] = 30.0,
+    vllm_logs: Annotated[bool, typer.Option(help="Show vLLM's own INFO and WARNING lines (by default it logs errors only).")] = False,
+) -> None:
+    """Options for every command; put them before the command: mcts-cot --quiet search ..."""
+    from mcts_cot import progress
+
+    console.quiet = quiet
+    progress.EVERY_S = progress_every
+    if vllm_logs:
+        os.environ["VLLM_LOGGING_LEVEL"] = "INFO"
+
+
+def summary_line(command: str, **fields) -> None:
+    """The machine-readable result of a command: one JSON line on stdout (humans read stderr)."""
+    print(json.dumps({"command": command, **fields}, default=str), flush=True)
 
 
 def user_errors(fn):
@@ -73,6 +104,7 @@ def search(
         if dry_run:
             console.print(draw(find_tree(cfg.out, None)))
         console.print(f"{manifest['status']}: trees in {where}")
+        summary_line("search", status=manifest["status"], out=str(cfg.out), problems=manifest.get("problems"))
 
 
 @contextlib.contextmanager
@@ -118,31 +150,57 @@ def view(
 @user_errors
 def export_pairs(
     run_dirs: Annotated[list[Path], typer.Argument(help="One or more search run dirs (a problem in several is read from the first).")],
-    out: OutOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Data dir to write (needed unless --dry-run).")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     dry_run: Annotated[bool, typer.Option(help="Print what each rule keeps and drops; write nothing.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace the data of an earlier export in --out.")] = False,
 ) -> None:
     """Cut length-balanced SFT paths and preference pairs (path / step / length) from search trees."""
-    from rich.progress import Progress
-
     from mcts_cot.config import load_config
     from mcts_cot.export import OUTPUTS, ExportConfig, build, summary_table, write
     from mcts_cot.io import claim_out_dir
+    from mcts_cot.progress import progress_bar
 
     if out is None and not dry_run:
         raise UserError("export-pairs: give --out DATA_DIR (or --dry-run to only print the report)")
     if not dry_run:
         claim_out_dir(out, OUTPUTS, overwrite, "export-pairs")  # before the build, which may take minutes
     cfg = load_config(ExportConfig, config, set_)
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("problems", total=None)
+    with progress_bar(console, transient=True) as progress:
+        task = progress.add_task("problems", total=None, info="")
         result = build(cfg, run_dirs, lambda done, total: progress.update(task, completed=done, total=total))
     console.print(summary_table(result))
     if not dry_run:
         write(result, cfg, out, overwrite=overwrite)
-        console.print(f"data in {out}")
+        console.print(f"data in {out}; load_dataset(\"{out}\", \"pairs\") reads it (docs/DATA.md)")
+    summary_line("export-pairs", out=str(out) if out and not dry_run else None, rows=result.report["rows"],
+                 problems=result.report["problems"]["total"])
+
+
+@app.command()
+@user_errors
+def push(
+    data_dir: Annotated[Path, typer.Argument(help="A data dir written by export-pairs (with its README.md card).")],
+    repo_id: Annotated[str, typer.Argument(help="Hub dataset repo, user/name (created if missing).")],
+    private: Annotated[bool, typer.Option(help="Create the repo private.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="List the files that would be uploaded; upload nothing.")] = False,
+) -> None:
+    """Upload a data dir to the Hugging Face Hub as a dataset: the card, its parquet configs and the JSONL files
+    (token: `hf auth login` or HF_TOKEN). load_dataset(REPO_ID, "pairs") then reads it."""
+    from mcts_cot.hub import push as push_dir
+    from mcts_cot.hub import upload_files
+
+    if dry_run:
+        files = upload_files(data_dir)
+    else:
+        from huggingface_hub import HfApi
+
+        files = push_dir(data_dir, repo_id, HfApi(), private=private)
+    for name in files:
+        console.print(name, highlight=False)
+    console.print(f"{len(files)} files {'would go' if dry_run else 'went'} to https://huggingface.co/datasets/{repo_id}")
+    summary_line("push", repo_id=repo_id, files=files, dry_run=dry_run)
 
 
 @app.command()
@@ -167,6 +225,8 @@ def train(
     extra = f", eval loss {ev['eval_loss']:.4f}" if "eval_loss" in ev else ""
     console.print(f"{result.metrics['objective']}: {result.metrics['global_step']} steps, "
                   f"{result.metrics['pairs_per_second']} rows/s{extra}; model in {out}")
+    summary_line("train", out=str(out), objective=result.metrics["objective"], steps=result.metrics["global_step"],
+                 eval_loss=ev.get("eval_loss"))
 
 
 @app.command("eval")
@@ -195,6 +255,7 @@ def eval_(
         "backend.name": backend, "sampling.n": n, "sampling.temperature": temperature})
     summary = run_eval(cfg, cfg.out, console=console, overwrite=overwrite)
     console.print(summary_table(summary, cfg.out))
+    summary_line("eval", out=str(cfg.out), accuracy=summary["accuracy"], problems=summary["problem_count"])
 
 
 @app.command("config")
@@ -245,7 +306,9 @@ def _loop(config, set_, out, rounds, scale, backend) -> None:
     cfg = load_loop_config(config, set_, **{"out": str(out) if out else None, "rounds": rounds, "scale": scale,
                                             "backend": backend})
     results = run_loop(cfg, console=console)
-    print_loop_end(results, Path(cfg.out))
+    if not console.quiet:
+        print_loop_end(results, Path(cfg.out))
+    summary_line("loop", out=str(cfg.out), results=str(Path(cfg.out) / "results.json"))
 
 
 @app.command()
@@ -338,6 +401,42 @@ def compare_bon(
 
     cfg = load_loop_config(config, set_, cls=CompareConfig, train_models=train_models)
     run_compare(run_dir, out, cfg, console=console)
+
+
+@app.command()
+@user_errors
+def checkpoints(
+    trajectories: Annotated[str | None, typer.Argument(help="An eval dir (samples.jsonl), a search run dir, or a JSONL of responses.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    out: OutOpt = None,
+    model: ModelOpt = None,
+    backend: BackendOpt = None,
+    method: Annotated[str | None, typer.Option(help="branch (Checkpoint DPO continuations) or dto (early-exit truncation).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Start the run dir again even if it holds another config.")] = False,
+) -> None:
+    """Branch existing trajectories at their checkpoints (method branch) or cut correct ones at their DTO exit
+    point (method dto) into a run dir that export-pairs reads (strategies checkpoint / dto)."""
+    from mcts_cot.checkpoints.config import CheckpointConfig
+    from mcts_cot.checkpoints.driver import run_checkpoints
+    from mcts_cot.config import load_config
+
+    cfg = load_config(CheckpointConfig, config, set_, **{"trajectories.source": trajectories, "out": str(out) if out else None,
+                                                          "model.name": model, "backend.name": backend, "method": method})
+    manifest = run_checkpoints(cfg, overwrite=overwrite, console=console)
+    console.print(f"{manifest['problems_now']} problems, {manifest['trajectories']} trajectories "
+                  f"{manifest['trajectory_verdicts']}, {manifest['generated_tokens']} tokens generated; trees in {cfg.out}")
+
+
+@app.command("dto-recipe")
+@user_errors
+def dto_recipe(config: ConfigOpt = None, set_: SetOpt = None, out: OutOpt = None, backend: BackendOpt = None) -> None:
+    """DTO end to end (configs/recipes/dto.yaml): sample → truncate → export → SimPO → greedy eval vs base."""
+    from mcts_cot.checkpoints.recipe import DtoRecipe, run_dto_recipe
+    from mcts_cot.loop import load_loop_config
+
+    cfg = load_loop_config(config, set_, cls=DtoRecipe, out=str(out) if out else None, backend=backend)
+    run_dto_recipe(cfg, console=console)
 
 
 def main() -> None:

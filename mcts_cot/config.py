@@ -97,6 +97,7 @@ def _parse_scalar(raw: str) -> Any:
 
 
 def _build(cls: type[T], data: dict[str, Any], where: str, prefix: str) -> T:
+    data = _unalias(cls, data, where, prefix)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
@@ -116,6 +117,23 @@ def _build(cls: type[T], data: dict[str, Any], where: str, prefix: str) -> T:
     return cls(**kwargs)
 
 
+def _unalias(cls: type, data: dict[str, Any], where: str, prefix: str) -> dict[str, Any]:
+    """Rename the keys a config class accepts under other names (its `ALIASES`, e.g. TrainingArguments'
+    `num_train_epochs` for `epochs`; a target may be a dotted key); a key given under both names is an error."""
+    data = dict(data)
+    for alias, target in getattr(cls, "ALIASES", {}).items():
+        if alias not in data:
+            continue
+        section, _, leaf = target.rpartition(".")
+        into = data.setdefault(section, {}) if section else data
+        if not isinstance(into, dict):
+            raise UserError(f"{where}: key '{prefix + section}' is a section; give it a mapping")
+        if leaf in into:
+            raise UserError(f"{where}: '{prefix + alias}' and '{prefix + target}' name the same key; give one of them")
+        into[leaf] = data.pop(alias)
+    return data
+
+
 def _unknown_key(where: str, key: str, names: list[str], prefix: str) -> str:
     leaf = key[len(prefix):]
     close = difflib.get_close_matches(leaf, names, n=1, cutoff=0.5)
@@ -127,6 +145,7 @@ def set_value(cfg: Any, dotted: str, value: Any, where: str) -> None:
     """Set `a.b.c` on a nested config, typed by the target field."""
     parts = dotted.split(".")
     obj, prefix = cfg, ""
+    parts = [*getattr(type(cfg), "ALIASES", {}).get(parts[0], parts[0]).split("."), *parts[1:]]
     for i, part in enumerate(parts):
         names = [f.name for f in dataclasses.fields(obj)]
         if part not in names:

@@ -37,6 +37,10 @@ class LoraConfig:
 class TrainConfig:
     """Preference (DPO / cDPO / SimPO, optionally + α·NLL) or SFT training on an exported data dir."""
 
+    # TrainingArguments' and TRL's names for our keys, so a TRL-style YAML loads (a key under both names is an error).
+    ALIASES: typing.ClassVar[dict[str, str]] = {"num_train_epochs": "epochs", "resume_from_checkpoint": "resume",
+                                                "model_name_or_path": "model.name"}
+
     model: ModelConfig = dataclasses.field(
         default_factory=lambda: ModelConfig(name=""),
         metadata={"help": "The model to train; an empty name means the data's `model` column."})

@@ -32,8 +32,10 @@ class VLLMBackend:
     """Generation with an offline vLLM engine (CPU or GPU build)."""
 
     def __init__(self, model: ModelConfig, backend: BackendConfig):
-        # vLLM logs every engine step at INFO, which buries progress bars; read at its first import only.
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        # vLLM logs every engine step at INFO and a line per weight at WARNING (its workers too), which buries
+        # the progress and the results: ERROR unless set (the CLI's --vllm-logs sets INFO); read at first import.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+        quiet = os.environ["VLLM_LOGGING_LEVEL"].upper() in ("ERROR", "CRITICAL")
         from transformers import GenerationConfig
         from vllm import LLM
         from vllm.platforms import current_platform
@@ -51,7 +53,8 @@ class VLLMBackend:
             model=path, tokenizer=path, trust_remote_code=model.trust_remote_code, dtype=dtype, seed=backend.seed,
             tensor_parallel_size=backend.tensor_parallel_size,
             max_model_len=backend.max_model_len, enable_prefix_caching=backend.enable_prefix_caching,
-            block_size=backend.block_size or (CPU_BLOCK_SIZE if cpu else None), **memory, **backend.engine_kwargs,
+            block_size=backend.block_size or (CPU_BLOCK_SIZE if cpu else None), **memory,
+            **{"use_tqdm_on_load": not quiet, **backend.engine_kwargs},
         )
         try:
             gen_cfg = GenerationConfig.from_pretrained(path)
