@@ -19,8 +19,10 @@ from mcts_cot.tree import SCHEMA, STOPPED, Tree
 
 
 def search_hash(cfg: SearchConfig) -> str:
-    """The config hash a run dir is keyed by, leaving out keys a resumed run may change."""
-    return config_hash(cfg, exclude=RESUMABLE_KEYS)
+    """The config hash a run dir is keyed by, leaving out keys a resumed run may change (not the problem limit
+    under the allocator: it decides which problems share a budget)."""
+    keys = RESUMABLE_KEYS if cfg.allocator.tokens_per_problem is None else tuple(k for k in RESUMABLE_KEYS if k != "problems.limit")
+    return config_hash(cfg, exclude=keys)
 
 
 def run_search(cfg: SearchConfig, shard: tuple[int, int] | None = None, overwrite: bool = False,
@@ -48,7 +50,7 @@ def _search(cfg: SearchConfig, run: RunDir, problems, load_report, dry_run: bool
     from mcts_cot.verify import Verifier
 
     done = run.finished_ids()
-    todo = [p for p in problems if p.id not in done]
+    todo = _todo(cfg, problems, done)
     backends = {"main": make(cfg.model, cfg.backend)}
     if cfg.critic_model:
         backends["critic"] = make(dataclasses.replace(cfg.model, name=cfg.critic_model), cfg.backend)
@@ -60,6 +62,7 @@ def _search(cfg: SearchConfig, run: RunDir, problems, load_report, dry_run: bool
             engine = Engine(cfg, backends, verifier, backends["main"].tokenizer)
 
             def on_finished(trees: list[Tree]) -> None:
+                trees = [t for t in trees if str(t.problem["id"]) not in done]
                 run.append(trees)
                 tally.add(trees)
                 bar.update(task, completed=tally.done_before + tally.finished)
@@ -80,6 +83,17 @@ def _search(cfg: SearchConfig, run: RunDir, problems, load_report, dry_run: bool
         "dry_run": dry_run, "out": str(run.path)})
     run.write_manifest(manifest)
     return manifest
+
+
+def _todo(cfg: SearchConfig, problems: list, done: set[str]) -> list:
+    """The problems to grow: the unfinished ones; under the allocator, every problem of a group with an
+    unfinished one (their shared budget is handed out again, so the group grows the same trees; the trees
+    already written are not written twice)."""
+    if cfg.allocator.tokens_per_problem is None:
+        return [p for p in problems if p.id not in done]
+    from mcts_cot.search.allocator import groups
+
+    return [p for group in groups(problems, cfg.allocator.group) if any(p.id not in done for p in group) for p in group]
 
 
 def _record_failure(cfg: SearchConfig, run: RunDir, tally: _Tally, backends: dict, load_report,

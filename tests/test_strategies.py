@@ -85,5 +85,5 @@ def test_best_of_n_spends_its_token_share_within_one_request(byte_tok):
 
 def test_best_of_n_needs_a_count_or_a_budget(byte_tok):
     cfg = load_config(SearchConfig, None, ["strategy=best_of_n"])
-    with pytest.raises(UserError, match="best_of_n.n .* or best_of_n.tokens_per_problem"):
+    with pytest.raises(UserError, match="best_of_n.n .*, best_of_n.tokens_per_problem or allocator.tokens_per_problem"):
         Engine(cfg, {"main": ScriptedBackend(byte_tok)}, None, byte_tok)

@@ -3,7 +3,8 @@
 Each sample is one child of the root, ended by the policy's terminal rule for whole responses and backed up
 like any MCTS rollout (`growth.py`), so an exported best-of-N run differs from an MCTS run only in its tree
 shape. A tree samples `best_of_n.n` responses in one request, or `best_of_n.wave` at a time until it has
-generated `best_of_n.tokens_per_problem` tokens (or `max_n` samples). Samples are not merged: N counts draws.
+generated `best_of_n.tokens_per_problem` tokens (or `max_n` samples), or, under the run-level allocator,
+`wave` at a time while its grant lasts. Samples are not merged: N counts draws.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from mcts_cot.tree import Node
 
 
 def check(cfg: SearchConfig) -> None:
-    """A best-of-N run needs a sample count or a token budget per problem."""
-    if cfg.best_of_n.n is None and cfg.best_of_n.tokens_per_problem is None:
-        raise UserError("strategy best_of_n: set best_of_n.n (samples per problem) or best_of_n.tokens_per_problem")
+    """A best-of-N run needs a sample count, a token budget per problem, or the run-level allocator."""
+    if cfg.best_of_n.n is None and cfg.best_of_n.tokens_per_problem is None and cfg.allocator.tokens_per_problem is None:
+        raise UserError("strategy best_of_n: set best_of_n.n (samples per problem), best_of_n.tokens_per_problem "
+                        "or allocator.tokens_per_problem")
 
 
 class BestOfN(Growth):
@@ -28,10 +30,10 @@ class BestOfN(Growth):
     pending = False  # a request is out and its completions not yet grown
 
     def plan(self) -> list[Expansion]:
-        if self.pending or self._spent():
+        if self.pending or self.paused or self._spent():
             return []
         bon = self.cfg.best_of_n
-        n = bon.n if bon.n is not None else min(bon.wave, bon.max_n - self.stats["rollouts"])
+        n = bon.n if bon.n is not None and self.grant is None else min(bon.wave, bon.max_n - self.stats["rollouts"])
         root = self.tree.root
         req = Request(prompt_ids=self.tree.prompt_ids, n=n, max_tokens=self.policy.max_path_tokens,
                       temperature=self.cfg.temperature, top_p=self.cfg.top_p,
@@ -52,7 +54,10 @@ class BestOfN(Growth):
         return out
 
     def _spent(self) -> bool:
+        """Every sample drawn. Under the allocator only `max_n` ends a tree: the allocator ends the rest."""
         bon, s = self.cfg.best_of_n, self.stats
+        if self.grant is not None:
+            return s["rollouts"] >= bon.max_n
         if bon.n is not None:
             return s["waves"] > 0
         return s["generated_tokens"] >= bon.tokens_per_problem or s["rollouts"] >= bon.max_n

@@ -27,6 +27,9 @@ class SelectionConfig:
     c: float = option(1.414, "Exploration constant (1.414 reproduces the paper's code; MCTS-DPO's PUCT uses 1.0).", ge=0)
     length_penalty: float = option(1.25, "puct: prior = softmax over siblings of logprob / tokens^length_penalty.", ge=0)
     leaves_per_tree: int = option(1, "Leaves a tree expands per wave; more than 1 uses virtual loss to spread them.", ge=1)
+    width: Literal["fixed", "adaptive"] = option("fixed", "Children per expansion: fixed (policy.children) or adaptive (policy.children where siblings disagree or the step is uncertain, min_children where they agree).")
+    min_children: int = option(2, "adaptive width: children of an expansion where siblings agree and the step is confident.", ge=1)
+    uncertain_logprob: float = option(-0.5, "adaptive width: a step whose mean log-probability per token is below this is uncertain.", le=0)
 
 
 @dataclass
@@ -39,6 +42,18 @@ class BudgetConfig:
     max_rollouts: int = option(128, "Give up after this many rollouts (a rollout = one terminal backed up).", ge=1)
     max_total_tokens: int | None = option(None, "Stop the whole run after this many generated tokens (live trees are written as stopped).", ge=1)
     max_wall_s: float | None = option(None, "Stop the whole run after this many seconds (live trees are written as stopped).", gt=0)
+
+
+@dataclass
+class AllocatorConfig:
+    """A run-level token budget that `allocator.py` moves between problems by need, at fixed token checkpoints.
+    Off unless `tokens_per_problem` is set; then every strategy (MCTS, best-of-N) spends through it."""
+
+    tokens_per_problem: int | None = option(None, "Run budget = this × the problems of a group (null: no allocator, each tree spends by its own rule).", ge=1)
+    group: int = option(64, "Problems that share one budget (taken in the problems' order; all grown at once).", ge=1)
+    step_tokens: int = option(256, "Tokens handed out per checkpoint per open tree, on average: the checkpoints' spacing.", ge=1)
+    enough_correct: int = option(4, "A tree with this many correct ends gets no more tokens (the export's per-problem cap).", ge=1)
+    hopeless_after: int = option(16, "A tree with this many ends and none correct gets no more tokens.", ge=1)
 
 
 @dataclass
@@ -76,6 +91,7 @@ class SearchConfig(GenerationConfig):
     budget: BudgetConfig = section(BudgetConfig, "Per-tree and global budgets.")
     reward: RewardConfig = section(RewardConfig, "Rewards.")
     best_of_n: BestOfNSettings = section(BestOfNSettings, "strategy best_of_n: how many samples per problem.")
+    allocator: AllocatorConfig = section(AllocatorConfig, "Run-level token budget moved between problems by need (off by default).")
     temperature: float = option(0.7, "Sampling temperature of expansions (the paper: 0.7).", ge=0)
     top_p: float = option(0.9, "Nucleus mass of expansions (the paper: 0.9).", gt=0, le=1)
     rollout: Literal["none", "sample", "greedy"] = option("none", "From each new non-terminal node, also generate straight to an answer (kept as a real node), or not.")

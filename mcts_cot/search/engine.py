@@ -2,7 +2,9 @@
 
 Each wave every live tree plans its requests (its strategy decides which), ALL requests of the wave go to one
 backend call (vLLM batches them), every new terminal is verified in one batch and scored, and a tree whose
-strategy says it is done is handed over at once, its slot going to the next problem.
+strategy says it is done is handed over at once, its slot going to the next problem. Under the run-level
+allocator (`allocator.py`) a group of problems grows together and a wave that nobody sends anything in is a
+checkpoint: the allocator closes trees or raises their grants.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from mcts_cot.backends.base import Backend
 from mcts_cot.policies import make_policy
 from mcts_cot.problems import Problem
 from mcts_cot.search import best_of_n
+from mcts_cot.search.allocator import Allocator
 from mcts_cot.search.best_of_n import BestOfN
 from mcts_cot.search.config import SearchConfig
 from mcts_cot.search.growth import TreeGrower
@@ -29,6 +32,7 @@ STRATEGIES = {"mcts": TreeSearch, "best_of_n": BestOfN}
 class WaveReport:
     finished: list[Tree]
     generated_tokens: int
+    requests: int
 
 
 class Engine:
@@ -64,7 +68,7 @@ class Engine:
         for (ts, node), verdict in zip(terminals, verdicts, strict=True):
             ts.score(node, verdict if node.terminal == "answer" else "no_answer")
         finished = [ts.finish(*done) for ts in live if (done := ts.outcome())]
-        return WaveReport(finished=finished, generated_tokens=tokens)
+        return WaveReport(finished=finished, generated_tokens=tokens, requests=len(planned))
 
 
 def _group(items: list, key) -> dict:
@@ -75,20 +79,30 @@ def _group(items: list, key) -> dict:
 
 
 def run_waves(engine: Engine, problems: list[Problem], on_finished, on_wave=None) -> dict:
-    """Keep up to `concurrent_trees` trees live; finished trees go to `on_finished` at once and free their
-    slot. Global token / wall-time limits stop the run and hand the live trees over as `stopped`: unfinished
-    records that a resumed run grows again and export skips."""
+    """Keep up to `concurrent_trees` trees live (with the allocator: one group of problems at a time); finished
+    trees go to `on_finished` at once and free their slot. When every tree of a group waits for its grant, the
+    allocator's checkpoint closes some and feeds the rest. Global token / wall-time limits stop the run and hand
+    the live trees over as `stopped`: unfinished records that a resumed run grows again and export skips."""
     cfg = engine.cfg
-    queue, live = deque(problems), []
+    allocated = cfg.allocator.tokens_per_problem is not None
+    queue, live, alloc = deque(problems), [], None
     start, tokens, stopped = time.perf_counter(), 0, None
     while queue or live:
-        while queue and len(live) < cfg.concurrent_trees:
+        if allocated and not live:
+            live = [engine.start(queue.popleft()) for _ in range(min(cfg.allocator.group, len(queue)))]
+            alloc = Allocator(cfg.allocator, live)
+            alloc.checkpoint(live)
+        while not allocated and queue and len(live) < cfg.concurrent_trees:
             live.append(engine.start(queue.popleft()))
         report = engine.wave(live)
         tokens += report.generated_tokens
-        done_ids = {id(t) for t in report.finished}
-        live = [ts for ts in live if id(ts.tree) not in done_ids]
-        on_finished(report.finished)
+        finished = report.finished
+        live = _without(live, finished)
+        if alloc and live and not report.requests:
+            closed = alloc.checkpoint(live)
+            finished += [ts.finish("success" if ts.stats["correct"] else "failure", why) for ts, why in closed]
+            live = _without(live, finished)
+        on_finished(finished)
         if on_wave:
             on_wave(engine.waves, tokens, len(live))
         elapsed = time.perf_counter() - start
@@ -101,3 +115,8 @@ def run_waves(engine: Engine, problems: list[Problem], on_finished, on_wave=None
             break
     return {"waves": engine.waves, "generated_tokens": tokens, "seconds": time.perf_counter() - start,
             "stopped": stopped, "unstarted": len(queue)}
+
+
+def _without(live: list[TreeGrower], finished: list[Tree]) -> list[TreeGrower]:
+    done = {id(t) for t in finished}
+    return [ts for ts in live if id(ts.tree) not in done]

@@ -8,10 +8,11 @@ comparable node for node. The engine (`engine.py`) only sees the `TreeGrower` in
 requests and hands back each request's completions one request at a time, so a scheduler that feeds the
 backend continuously fits the same interface as the lock-step waves.
 
-What comes next plugs in here: a run-level allocator moves budget between trees by reading their `stats`
-(tokens spent, correct and wrong ends) at fixed token checkpoints and limiting what `plan` may send; a
-strategy that branches an existing trajectory (checkpoint DPO) is a `Growth` whose constructor adds the
-trajectory's steps under the root before `plan` is first called.
+A run-level allocator (`allocator.py`) moves budget between trees: it sets each tree's `grant` (tokens it may
+have spent so far) at fixed token checkpoints; a tree that has spent its grant is `paused` and plans nothing
+until the next checkpoint, and `marks` records where each checkpoint found it, so a run's state at any
+checkpoint can be read back from the finished trees. A strategy that branches an existing trajectory
+(checkpoint DPO) is a `Growth` whose constructor adds the trajectory's steps under the root.
 """
 
 from __future__ import annotations
@@ -66,6 +67,18 @@ class Growth:
         self.stats = Counter(rollouts=0, correct=0, wrong=0, no_answer=0, unverifiable=0, expansions=0,
                              generated_tokens=0, merged=0, waves=0, answer_boxed=0, answer_phrase=0)
         self.started = time.perf_counter()
+        self.grant: int | None = None  # set by a run-level allocator; None: the strategy's own rule alone
+        self.marks: list[tuple[int, int]] = []  # (generated tokens, nodes) at each allocator checkpoint
+
+    @property
+    def paused(self) -> bool:
+        """The tree has spent its allocator grant and waits for the next checkpoint."""
+        return self.grant is not None and self.stats["generated_tokens"] >= self.grant
+
+    def mark(self, grant: int) -> None:
+        """An allocator checkpoint: remember where it found the tree, then raise its grant."""
+        self.marks.append((self.stats["generated_tokens"], len(self.tree.nodes)))
+        self.grant = grant
 
     def score(self, node: Node, verdict: str) -> None:
         """Record a terminal's verdict and back its reward up to the root (mean backup: N and W); count answer
@@ -86,4 +99,6 @@ class Growth:
         self.tree.status, self.tree.reason = status, reason
         self.tree.stats = {**self.stats, "nodes": len(self.tree.nodes),
                            "seconds": round(time.perf_counter() - self.started, 3)}
+        if self.marks:
+            self.tree.stats["checkpoints"] = [list(m) for m in self.marks]
         return self.tree

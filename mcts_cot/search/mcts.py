@@ -7,6 +7,7 @@ tree and node), so a resumed run grows the same trees as an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections import Counter
@@ -35,7 +36,10 @@ class TreeSearch(Growth):
     # ---------------------------------------------------------------------------------- selection
 
     def plan(self) -> list[Expansion]:
-        """This wave's requests: rollouts queued last wave, then up to `leaves_per_tree` selected leaves."""
+        """This wave's requests: rollouts queued last wave, then up to `leaves_per_tree` selected leaves
+        (nothing while the tree waits for an allocator checkpoint)."""
+        if self.paused:
+            return []
         self.virtual.clear()
         out = [self._rollout(node) for node in self.rollout_queue]
         self.rollout_queue = []
@@ -100,7 +104,22 @@ class TreeSearch(Growth):
         exps = self.policy.expansions(self.tree, leaf, sampling, stable_seed(self.seed, leaf.id))
         if not exps:
             self._refresh_exhausted(leaf)
+        if self.cfg.selection.width == "adaptive" and leaf.parent is not None and not self._wide(leaf):
+            n = self.cfg.selection.min_children
+            exps = [dataclasses.replace(e, request=dataclasses.replace(e.request, n=min(n, e.request.n))) for e in exps]
         return exps
+
+    def _wide(self, leaf: Node) -> bool:
+        """Adaptive branching (after TreeRL and TreePO): the policy's full width where the leaf's visited
+        siblings disagree (their values span at least half the reward range) or the leaf's own step was
+        uncertain (mean log-probability per token below `uncertain_logprob`); `min_children` where they agree
+        and it was not. The root always gets the full width."""
+        sel, r = self.cfg.selection, self.cfg.reward
+        values = [s.Q for s in self.tree.children(self.tree.nodes[leaf.parent]) if s.N]
+        spread = abs(r.correct - min(r.wrong, r.no_answer)) / 2
+        disagree = bool(values) and max(values) - min(values) >= spread
+        uncertain = leaf.logprob / max(1, len(leaf.token_ids)) < sel.uncertain_logprob
+        return disagree or uncertain
 
     def _add_fixed(self, parent: Node, action: str, text: str) -> Node:
         node = self.tree.add(parent, kind=action, text=text, token_ids=self.policy.encode(text))
@@ -173,6 +192,6 @@ class TreeSearch(Growth):
             return "failure", f"{s['rollouts']} rollouts (budget {b.max_rollouts}) with {s['correct']} correct"
         if self.tree.root.id in self.exhausted:
             return "failure", f"tree exhausted after {s['rollouts']} rollouts with {s['correct']} correct"
-        if self.idle and not self.rollout_queue:
+        if self.idle and not self.rollout_queue and not self.paused:
             return "failure", f"no expandable leaf after {s['rollouts']} rollouts"
         return None

@@ -1,0 +1,143 @@
+"""The run-level allocator: tokens leave solved and hopeless problems for those in between; its trees do not
+depend on how the requests were interleaved, nor on where a run was resumed; best-of-N spends through it alike.
+Adaptive width: full where siblings disagree or the step is uncertain, narrow where they agree."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from mcts_cot.backends import scripted_factory
+from mcts_cot.config import load_config
+from mcts_cot.problems import arithmetic_problems
+from mcts_cot.run import run_search
+from mcts_cot.search import Engine, SearchConfig
+from mcts_cot.search.allocator import Allocator, groups, need, split
+from mcts_cot.search.config import AllocatorConfig
+from mcts_cot.store import iter_trees
+from mcts_cot.tree import Tree
+from mcts_cot.verify import Verifier
+
+PROBLEMS = arithmetic_problems(6, "train")
+GOLD = {p.problem: int(p.answer) for p in PROBLEMS}
+EASY, HOPELESS = PROBLEMS[0].problem, PROBLEMS[1].problem
+
+
+def script(prompt: str, index: int) -> str:
+    """Problem 0: every answer right; problem 1: every answer wrong; the rest: one answer in three right.
+    Each sample writes the steps its path still lacks (one or two, by problem), then its answer: a step
+    request stops after the first step, a whole response (best-of-N) takes it all. The text depends only on
+    the sample's own path and index."""
+    problem = prompt.rsplit("<|im_start|>user\n", 1)[1].split("<|im_end|>")[0]
+    gold = GOLD[problem]
+    h = int(hashlib.sha256(f"{prompt}{index}".encode()).hexdigest(), 16)
+    right = problem == EASY or (problem != HOPELESS and h % 3 == 0)
+    steps = 1 + gold % 2 - prompt.count("Step ")
+    return "".join(f"Step {h % 97 + j}: think.\n\n" for j in range(max(0, steps))) + \
+        f"Try {h % 9973}. The answer is \\boxed{{{gold if right else gold + 1 + h % 5}}}."
+
+
+def config(tmp_path, model, name: str, *sets: str) -> SearchConfig:
+    return load_config(SearchConfig, None, [
+        f"out={tmp_path / name}", f"model.name={model}", "backend.name=scripted", "problems.source=builtin:arithmetic:6",
+        "prompt.system=''", "prompt.few_shot=[]", "verify.workers=1", "policy.children=2", "best_of_n.wave=2",
+        "allocator.tokens_per_problem=150", "allocator.step_tokens=20", "allocator.enough_correct=3",
+        "allocator.hopeless_after=6", "budget.success_correct=99", "budget.max_rollouts=999", *sets])
+
+
+def trees(run_dir) -> dict[int, Tree]:
+    order = {p.id: i for i, p in enumerate(PROBLEMS)}
+    return {order[t.problem["id"]]: t for t in iter_trees(run_dir)}
+
+
+@pytest.mark.parametrize("strategy", ["mcts", "best_of_n"])
+def test_tokens_leave_solved_and_hopeless_problems(tmp_path, tiny_model_dir, strategy):
+    cfg = config(tmp_path, tiny_model_dir, "run", f"strategy={strategy}", "policy.children=3", "best_of_n.wave=3",
+                 "allocator.tokens_per_problem=400", "allocator.enough_correct=6")
+    run_search(cfg, backends=scripted_factory(script))
+    got = trees(tmp_path / "run")
+    spent = {i: t.stats["generated_tokens"] for i, t in got.items()}
+    # The solved problem is closed once it has enough correct ends, the hopeless one after 6 wrong ends.
+    assert "enough_correct" in got[0].reason and got[0].stats["correct"] >= 6
+    assert "hopeless" in got[1].reason and got[1].stats["rollouts"] == 6 and got[1].stats["correct"] == 0
+    # The in-between problems (some right, some wrong) got more than the solved one.
+    between = [spent[i] for i, t in got.items() if 0 < t.stats["correct"] < 6]
+    assert between and min(between) > spent[0]
+    # Never more than the budget, plus one request per tree (3 samples of at most the path limit).
+    assert sum(spent.values()) <= 400 * 6 + 6 * 3 * 384
+    assert all(len(t.stats["checkpoints"]) >= 1 for t in got.values())
+
+
+def test_trees_do_not_depend_on_how_requests_interleave(tmp_path, tiny_model_dir, tree_records):
+    """Grow the group tree by tree (each alone until it waits, in reverse order) instead of in lock-step
+    waves: the allocator decides only when every tree waits, so the trees are the same."""
+    cfg = config(tmp_path, tiny_model_dir, "waves")
+    run_search(cfg, backends=scripted_factory(script))
+    backend = scripted_factory(script)(cfg.model, cfg.backend)
+    with Verifier.from_config(cfg.verify) as verifier:
+        engine = Engine(cfg, {"main": backend}, verifier, backend.tokenizer)
+        live = [engine.start(p) for p in PROBLEMS]
+        alloc, done = Allocator(cfg.allocator, live), []
+        alloc.checkpoint(live)
+        while live:
+            for ts in reversed(live):
+                while engine.wave([ts]).requests:
+                    pass
+            done += [ts.tree for ts in live if ts.outcome() and ts.finish(*ts.outcome())]
+            live = [ts for ts in live if ts.tree not in done]
+            for ts, why in alloc.checkpoint(live) if live else []:
+                done.append(ts.finish("success" if ts.stats["correct"] else "failure", why))
+            live = [ts for ts in live if ts.tree not in done]
+    by_hand = {t.problem["id"]: {k: v for k, v in t.to_record().items() if k != "stats"} for t in done}
+    waves = {k: {f: v for f, v in r.items() if f != "stats"} for k, r in tree_records(tmp_path / "waves").items()}
+    assert {k: r["nodes"] for k, r in by_hand.items()} == {k: r["nodes"] for k, r in waves.items()}
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, tiny_model_dir, tree_records):
+    factory = scripted_factory(script)
+    run_search(config(tmp_path, tiny_model_dir, "whole", "allocator.group=4"), backends=factory)
+    cut = run_search(config(tmp_path, tiny_model_dir, "parts", "allocator.group=4", "budget.max_total_tokens=300"),
+                     backends=factory)
+    assert cut["status"] == "stopped"
+    run_search(config(tmp_path, tiny_model_dir, "parts", "allocator.group=4"), backends=factory)
+    assert tree_records(tmp_path / "parts") == tree_records(tmp_path / "whole")
+
+
+def test_need_split_and_groups():
+    cfg = AllocatorConfig(tokens_per_problem=10, enough_correct=4, hopeless_after=8)
+    assert need(cfg, {"correct": 0, "rollouts": 0}) == 0.5 * 4
+    assert need(cfg, {"correct": 4, "rollouts": 9}) == 0  # saturated
+    assert need(cfg, {"correct": 0, "rollouts": 8}) == 0  # hopeless
+    assert need(cfg, {"correct": 1, "rollouts": 2}) == pytest.approx(0.5 * 3)
+    assert need(cfg, {"correct": 1, "rollouts": 2}) > need(cfg, {"correct": 0, "rollouts": 6})
+    assert split(10, [1.0, 1.0, 1.0]) == [4, 3, 3]  # the remainder to the earliest
+    assert split(7, [3.0, 1.0]) == [5, 2]
+    assert sum(split(1001, [0.3, 0.11, 2.7, 0.01])) == 1001
+    assert groups(list(range(5)), 2) == [[0, 1], [2, 3], [4]]
+
+
+def test_adaptive_width_is_wide_where_siblings_disagree_or_the_step_is_uncertain(tmp_path, tiny_model_dir):
+    """A leaf whose visited siblings disagree (one right, one wrong) gets policy.children; one whose siblings
+    agree and whose step was confident gets min_children; an uncertain step (low mean log-probability per
+    token) gets the full width again."""
+    cfg = config(tmp_path, tiny_model_dir, "w", "selection.width=adaptive", "selection.min_children=2",
+                 "policy.children=4", "selection.uncertain_logprob=-1.0")
+    backend = scripted_factory(script)(cfg.model, cfg.backend)
+    with Verifier.from_config(cfg.verify) as verifier:
+        ts = Engine(cfg, {"main": backend}, verifier, backend.tokenizer).start(PROBLEMS[2])
+    tree = ts.tree
+
+    def step(parent, logprob=-0.1, value=None):
+        node = tree.add(parent, kind="step", text="Step.\n\n", token_ids=[1, 2], logprob=logprob)
+        if value is not None:
+            node.N, node.W = 1, value
+        return node
+
+    a = step(tree.root)
+    mixed = [step(a, value=1.0), step(a, value=0.0), step(a)]
+    agree = [step(tree.root), step(tree.root, value=0.0), step(tree.root, value=0.0)]
+    unsure = step(agree[0], logprob=-3.0)
+    widths = {name: ts._expand(leaf)[0].request.n for name, leaf in
+              [("root", tree.root), ("mixed", mixed[2]), ("agree", agree[0]), ("unsure", unsure)]}
+    assert widths == {"root": 4, "mixed": 4, "agree": 2, "unsure": 4}
