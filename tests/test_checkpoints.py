@@ -173,3 +173,36 @@ def test_bad_trajectory_rows_and_the_judge_hook_are_one_line_errors(tmp_path, ti
         run_checkpoints(config(tmp_path, tiny_model_dir, bad), backends=scripted_factory(script))
     with pytest.raises(UserError, match="dto.judge_model"):
         run_checkpoints(config(tmp_path, tiny_model_dir, bad, "dto.judge_model=x"), backends=scripted_factory(script))
+
+
+# ------------------------------------------------------------------------------------------ the DTO recipe
+
+
+def test_dto_recipe_runs_sampling_truncation_export_simpo_and_eval(tmp_path, tiny_model_dir):
+    from mcts_cot.checkpoints.recipe import load_recipe, run_dto_recipe
+    from mcts_cot.problems import arithmetic_problems
+
+    gold = {p.problem: p.answer for split in ("train", "test") for p in arithmetic_problems(4, split)}
+
+    def recipe_script(prompt: str, index: int) -> str:
+        problem = prompt.rsplit("<|im_start|>user\n", 1)[1].split("<|im_end|>")[0]
+        if prompt.endswith(EXIT):
+            return f"{gold[problem]}}}."
+        if prompt.endswith(CLOSING):
+            return f"The answer is \\boxed{{{gold[problem]}}}."
+        return f"Step 1: add.\n\nStep 2: more.\n\nWait, check.\n\nThe answer is \\boxed{{{gold[problem]}}}."
+
+    cfg = load_recipe("configs/recipes/dto.yaml", [f"out={tmp_path / 'dto'}", f"model={tiny_model_dir}", "backend=scripted",
+                                                  "train_problems=4", "test_problems=3", "samples=2"])
+    fast = {"prompt.system": "", "prompt.few_shot": [], "verify.workers": 1}
+    for stage in (cfg.sample, cfg.eval, cfg.dto):
+        stage.set.update(fast)
+    cfg.sample.set["sampling.max_tokens"] = 256
+    cfg.train.set.update({"max_steps": 2, "per_device_train_batch_size": 2, "max_length": 256})
+    cfg.export.set["val_fraction"] = 0.0
+    result = run_dto_recipe(cfg, backends=scripted_factory(recipe_script))
+    # Every sample is correct; each exits at its first checkpoint (the break before "Wait") and verifies.
+    assert result["dto"]["correct_trajectories"] == 8 and result["dto"]["keep_rate"] == 1.0
+    assert result["pairs"] == 4  # one per problem: shortest truncation vs longest original
+    assert (tmp_path / "dto" / "model" / "metrics.json").is_file() and result["trained"]["problem_count"] == 3
+    assert result["vs_base"]["problems"] == 3 and (tmp_path / "dto" / "results.md").is_file()
