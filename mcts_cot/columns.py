@@ -33,7 +33,7 @@ SFT = {
 
 PAIRS = {
     "problem_id": _META["problem_id"],
-    "strategy": ("string", "The rule that made the pair: path, step or length."),
+    "strategy": ("string", "The rule that made the pair: path, step, length, checkpoint or dto."),
     "prompt": ("string", "The rendered chat prompt followed by the shared reasoning prefix, as text."),
     "chosen": ("string", "The preferred continuation after `prompt`."),
     "rejected": ("string", "The dispreferred continuation after `prompt`."),

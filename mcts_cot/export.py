@@ -4,6 +4,7 @@ Trees of one or more run dirs are read once per problem id (the first dir wins),
 train and validation by a seeded hash of the id, so no problem is on both sides and the same inputs give
 byte-identical files. Rows are TRL-loadable JSONL (`prompt` / `completion`, `prompt` / `chosen` / `rejected`)
 with token ids and metadata as extra columns; `report.json` says what each rule kept and dropped and why.
+The same rows go to parquet files with a dataset card (hub.py), so `load_dataset(DATA_DIR, "pairs")` works.
 """
 
 from __future__ import annotations
@@ -19,10 +20,22 @@ from typing import Any, Literal
 
 import orjson
 
-from mcts_cot.config import option, save_config, section, to_dict
+from mcts_cot.config import PromptConfig, option, save_config, section, to_dict
 from mcts_cot.errors import UserError
+from mcts_cot.hub import write_dataset
 from mcts_cot.io import claim_out_dir, write_atomic, write_json
-from mcts_cot.pairs import CheckpointPairs, DtoPairs, LengthPairs, PathPairs, SftPaths, StepPairs, facts, pair_rows, sft_rows
+from mcts_cot.pairs import (
+    CheckpointPairs,
+    DtoPairs,
+    LengthPairs,
+    PathPairs,
+    SftPaths,
+    StepPairs,
+    facts,
+    pair_rows,
+    sft_rows,
+)
+from mcts_cot.prompts import messages
 from mcts_cot.rows import LIMIT_ENDS
 from mcts_cot.store import iter_trees, run_model, tree_files
 from mcts_cot.tree import STOPPED, Tree
@@ -46,6 +59,8 @@ class ExportConfig:
     max_pairs_per_problem: int | None = option(None, "Most pairs per problem over all strategies (null = no cap).", ge=0)
     val_fraction: float = option(0.1, "Share of problems (not rows) in the validation split.", ge=0, lt=1)
     seed: int = option(0, "Seed of the train / validation split.", ge=0)
+    nodes: bool = option(False, "Also write the trees as the dataset config `nodes`, one row per node (nodes.parquet, nodes_val.parquet).")
+    license: str = option("unknown", "The dataset card's license field (a Hub license id: apache-2.0, cc-by-4.0, ...); choose what the problems' and the model's licenses allow.")
 
 
 @dataclass
@@ -55,6 +70,7 @@ class Source:
     run_dir: str
     model: str
     tokenizer: str
+    prompt: PromptConfig = field(default_factory=PromptConfig, repr=False)  # how the search rendered its prompts
     trees: int = 0
     duplicates: int = 0  # problems already read from an earlier dir
     unfinished: int = 0  # trees a global limit stopped (skipped: a resumed search grows them again)
@@ -70,14 +86,19 @@ class Export:
     sources: list[Source]
     seconds: float = 0.0
     all_sft_lengths: list[int] = field(default_factory=list)
+    prompts: dict[str, tuple[list, str]] = field(default_factory=dict)  # problem id → chat messages, rendered text
+    nodes: list[dict[str, Any]] | None = None  # one row per tree node, when cfg.nodes
 
 
 # --------------------------------------------------------------------------------------------- inputs
 
 
 def _source(run_dir: Path) -> Source:
+    import yaml
+
     model = run_model(run_dir)
-    return Source(str(run_dir), model, model)
+    prompt = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("prompt") or {}
+    return Source(str(run_dir), model, model, PromptConfig(**prompt))
 
 
 def load_trees(run_dirs: list[Path]) -> tuple[list[tuple[Tree, Source]], list[Source]]:
@@ -124,9 +145,13 @@ def build(cfg: ExportConfig, run_dirs: list[Path],
     val = validation_ids([str(t.problem["id"]) for t, _ in trees], cfg.val_fraction, cfg.seed)
     sft, pairs, per_problem, all_lengths, limit_excluded = [], [], {}, [], 0
     sft_counts, pair_counts = Counter(), {name: Counter() for name in cfg.strategies}
+    prompts, nodes = {}, [] if cfg.nodes else None
     for done, (tree, src) in enumerate(trees, start=1):
         pid = str(tree.problem["id"])
         meta = {"model": src.model, "tokenizer": src.tokenizer, "split": "validation" if pid in val else "train"}
+        prompts[pid] = (messages(src.prompt, tree.problem["problem"]), tree.prompt_text)
+        if nodes is not None:
+            nodes += [{"problem_id": pid, **n.to_row(), "model": src.model, "split": meta["split"]} for n in tree.nodes]
         f = facts(tree, cfg.rejected_verdicts, cfg.limit_cut_rejected)
         limit_excluded += f.limit_cut_excluded
         rows, counts = sft_rows(f, cfg.sft)
@@ -146,7 +171,7 @@ def build(cfg: ExportConfig, run_dirs: list[Path],
     report = _report(cfg, sft, pairs, sft_counts, pair_counts, per_problem, all_lengths)
     report["pair_ends"] = _ends(cfg, pairs, limit_excluded)
     report["trees"] = {"finished": len(trees), "unfinished_skipped": sum(s.unfinished for s in sources)}
-    return Export(sft, pairs, report, sources, time.perf_counter() - start, all_lengths)
+    return Export(sft, pairs, report, sources, time.perf_counter() - start, all_lengths, prompts, nodes)
 
 
 def _stats(values: list[int]) -> dict[str, float]:
@@ -200,23 +225,24 @@ def _jsonl(rows: list[dict[str, Any]]) -> bytes:
     return b"".join(orjson.dumps(r) + b"\n" for r in rows)
 
 
-OUTPUTS = ("sft.jsonl", "sft_val.jsonl", "pairs.jsonl", "pairs_val.jsonl", "report.json", "manifest.json")
+OUTPUTS = ("sft.jsonl", "sft_val.jsonl", "pairs.jsonl", "pairs_val.jsonl", "report.json", "manifest.json", "README.md")
 
 
 def write(result: Export, cfg: ExportConfig, out: Path, overwrite: bool = False) -> None:
-    """The data dir: train / validation JSONL, report, length histograms, config and manifest. An earlier
-    export's data dir is refused unless `overwrite`."""
+    """The data dir: train / validation JSONL, the same as parquet with a dataset card, report, length
+    histograms, config and manifest. An earlier export's data dir is refused unless `overwrite`."""
     out = Path(out)
     claim_out_dir(out, OUTPUTS, overwrite, "export-pairs")
     for name, rows, split in [("sft.jsonl", result.sft, "train"), ("sft_val.jsonl", result.sft, "validation"),
                               ("pairs.jsonl", result.pairs, "train"), ("pairs_val.jsonl", result.pairs, "validation")]:
         write_atomic(out / name, _jsonl([r for r in rows if r["split"] == split]))
     write_json(out / "report.json", result.report)
+    counts = write_dataset(result, cfg, out)
     plot_lengths(result, out / "lengths.png")
     save_config(cfg, out)
     write_json(out / "manifest.json", {
         "command": "export-pairs", "inputs": [vars(s) for s in result.sources], "rows": result.report["rows"],
-        "problems": result.report["problems"], "seconds": round(result.seconds, 3),
+        "problems": result.report["problems"], "dataset": counts, "seconds": round(result.seconds, 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": to_dict(cfg),
     })
 
