@@ -206,3 +206,22 @@ def test_dto_recipe_runs_sampling_truncation_export_simpo_and_eval(tmp_path, tin
     assert result["pairs"] == 4  # one per problem: shortest truncation vs longest original
     assert (tmp_path / "dto" / "model" / "metrics.json").is_file() and result["trained"]["problem_count"] == 3
     assert result["vs_base"]["problems"] == 3 and (tmp_path / "dto" / "results.md").is_file()
+
+
+def test_a_search_runs_paths_are_trajectories_with_their_own_prompt_and_tokens(tmp_path, tiny_model_dir):
+    from mcts_cot.checkpoints import trajectories
+    from mcts_cot.run import run_search
+    from mcts_cot.search import SearchConfig
+
+    scfg = load_config(SearchConfig, None, [
+        "strategy=best_of_n", "best_of_n.n=2", f"out={tmp_path / 'search'}", f"model.name={tiny_model_dir}",
+        "backend.name=scripted", "problems.source=builtin:arithmetic:2", "prompt.system=''", "prompt.few_shot=[]",
+        "verify.workers=1"])
+    run_search(scfg, backends=scripted_factory(lambda prompt, i: f"Step {i}.\n\nThe answer is \\boxed{{{i}}}."))
+    found = trajectories.load(str(tmp_path / "search"))
+    trees = {t.problem["id"]: t for t in iter_trees(tmp_path / "search")}
+    assert set(found) == set(trees) and all(len(ts) == 2 for ts in found.values())
+    for pid, ts in found.items():
+        ends = trees[pid].leaves()
+        assert [t.token_ids for t in ts] == [trees[pid].path_ids(e) for e in ends]
+        assert all(t.prompt_ids == trees[pid].prompt_ids and t.text.startswith("Step ") for t in ts)
