@@ -44,7 +44,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_options(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on stderr but errors and warnings: only the JSON summary line on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Silence mcts-cot's own console (progress, tables, results); errors still print, and the JSON summary line goes to stdout.")] = False,
     progress_every: Annotated[float, typer.Option(help="Seconds between plain progress lines when stderr is not a terminal (a log file).")] = 30.0,
     vllm_logs: Annotated[bool, typer.Option(help="Show vLLM's own INFO and WARNING lines (by default it logs errors only).")] = False,
 ) -> None:
@@ -70,7 +70,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)  # even when --quiet
             raise typer.Exit(2) from None
 
     return wrapper
@@ -389,18 +389,19 @@ def best_of_n(
 @app.command("compare-bon")
 @user_errors
 def compare_bon(
-    run_dir: Annotated[Path, typer.Argument(help="An MCTS search run dir.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output dir (bon-run, data-*, model-*, eval-*, results.*).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output dir (one folder per set and arm, training/, results.*, yield.png).")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    train_models: Annotated[bool, typer.Option(help="Also train and evaluate a model on each one's data.")] = True,
+    backend: BackendOpt = None,
 ) -> None:
-    """MCTS vs best-of-N at the same generated tokens on the run's problems: solve rates, and the greedy
-    test accuracy of a model trained on each one's data (same export, same trainer)."""
+    """MCTS vs best-of-N (allocated and plain) at equal generated tokens on each problem set: yield (distinct
+    correct responses capped at K), problems solved and pairs at several budgets, with intervals and a plot;
+    optionally (train_models=true) models trained on each arm's data, evaluated greedily, paired."""
     from mcts_cot.loop import CompareConfig, load_loop_config, run_compare
 
-    cfg = load_loop_config(config, set_, cls=CompareConfig, train_models=train_models)
-    run_compare(run_dir, out, cfg, console=console)
+    cfg = load_loop_config(config, set_, cls=CompareConfig, backend=backend)
+    run_compare(out, cfg, console=console)
+    summary_line("compare-bon", out=str(out), results=str(out / "results.json"))
 
 
 @app.command()

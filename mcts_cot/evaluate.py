@@ -75,7 +75,7 @@ def paired_comparison(base_dir: str | Path, other_dir: str | Path) -> dict:
     """Per-problem greedy outcomes of two evals: problems only `other` solves (`won`), only `base` solves
     (`lost`), and the exact two-sided McNemar p-value (a sign test on those discordant problems). On 100
     problems a 4-point gain can be noise; this says how likely, from the two `samples.jsonl` files."""
-    base, other = (_correct_by_id(Path(d) / "samples.jsonl") for d in (base_dir, other_dir))
+    base, other = (correct_by_id(Path(d) / "samples.jsonl") for d in (base_dir, other_dir))
     shared = base.keys() & other.keys()
     won = sum(other[i] and not base[i] for i in shared)
     lost = sum(base[i] and not other[i] for i in shared)
@@ -84,7 +84,7 @@ def paired_comparison(base_dir: str | Path, other_dir: str | Path) -> dict:
     return {"problems": len(shared), "won": won, "lost": lost, "p_value": p}
 
 
-def _correct_by_id(path: Path) -> dict[str, bool]:
+def correct_by_id(path: Path) -> dict[str, bool]:
     return {row["id"]: row["correct"] > 0 for row in map(orjson.loads, path.read_bytes().splitlines()) if row}
 
 

@@ -83,10 +83,11 @@ def test_compare_table_and_stage_lines_print_intervals(tiny_model_dir, tmp_path)
 
     from mcts_cot.loop import EnginePool, Runner, compare_table
 
-    side = {"generated_tokens": 10, "solved": 5, "problems": 10, "solve_rate": 0.5, "correct_leaves": 7, "pairs": 3,
-            "trained_accuracy": 0.5, "trained_no_answer": 0.1, "trained_problems": 100, "samples_per_problem": 4.0}
-    table = compare_table({"mcts": side, "best_of_n": side, "solve_ratio": 1.0})
-    assert "50.0% [40.4–59.6] (10.0%)" in _cells(table)
+    arm = {"tokens": 10, "yield": 7, "yield_ci": (4, 9), "solved": 5, "pairs": 3}
+    row = {"mcts": arm, "best_of_n": arm, "mcts_over_best_of_n": (1.0, 0.5, 2.0)}
+    table = compare_table({"sets": {"s": {"problems": 10, "budgets": [row]}}}, cap=4)
+    assert "7 [4–9]" in _cells(table) and "1.00× [0.50–2.00]" in _cells(table)
+    assert "MCTS / best-of-N distinct correct paths 1.00× [0.50–2.00]" in table.caption
     console = Console(record=True, width=200)
     cfg = load_config(EvalConfig, None, None, **{"model.name": str(tiny_model_dir), "backend.name": "scripted",
                                                   "problems.source": "builtin:arithmetic:2", "verify.workers": 1})

@@ -133,7 +133,7 @@ def test_the_typed_prompt_shows_the_tag_format(byte_tok):
 
 # The --set lines the ladder and compare-bon recipes document for a typed run.
 LADDER_TYPED = ["eval.config=configs/eval/typed.yaml", "train_row.max_length=2048"]
-COMPARE_TYPED = ["eval.config=configs/eval/typed.yaml", "train.max_length=2048"]
+COMPARE_TYPED = ["search.config=configs/search/marco.yaml", "eval.config=configs/eval/typed.yaml", "train.max_length=2048"]
 GOLD = {p.problem: p.answer for split in ("train", "test") for p in arithmetic_problems(6, split)}
 TINY_TRAIN = {"max_steps": 1, "per_device_train_batch_size": 2, "per_device_eval_batch_size": 2,
               "learning_rate": 1e-4, "logging_steps": 1, "save_steps": 1000}
@@ -184,15 +184,19 @@ def test_ladder_runs_on_a_typed_search(typed_run, tmp_path):
         assert row["greedy"]["accuracy"] == 1.0  # the typed answers are read (index 0: right)
 
 
-def test_compare_bon_runs_on_a_typed_search(typed_run, tmp_path):
-    out, scfg = typed_run
+def test_compare_bon_runs_on_a_typed_search(tiny_model_dir, tmp_path):
+    """Every arm grows with the typed policy and prompt; each trained model is evaluated with that prompt."""
     cfg = load_loop_config("configs/recipes/compare-bon.yaml", COMPARE_TYPED, cls=CompareConfig)
-    cfg.test_problems = 2
+    cfg.model, cfg.backend, cfg.test_problems, cfg.train_models = str(tiny_model_dir), "scripted", 2, True
+    cfg.sets, cfg.train_set, cfg.tokens_per_problem = {"three": {"problems.source": "builtin:arithmetic:3"}}, "three", 600
+    cfg.search.set.update({"verify.workers": 1, "allocator.step_tokens": 64})
     cfg.eval.set["verify.workers"] = 1
     cfg.train.set.update(TINY_TRAIN)
-    res = run_compare(out, tmp_path / "cmp", cfg, backends=scripted_factory(typed_model))
-    assert res["same_problems"] and res["best_of_n"]["generated_tokens"] >= res["mcts"]["generated_tokens"]
-    assert load_config(SearchConfig, tmp_path / "cmp" / "bon-run" / "config.yaml").prompt == scfg.prompt
-    for name in ("mcts", "best_of_n"):
-        assert res[name]["pairs"] > 0 and res[name]["trained_accuracy"] == 1.0
-        assert load_config(EvalConfig, Path(res[name]["eval_dir"]) / "config.yaml").prompt == scfg.prompt
+    res = run_compare(tmp_path / "cmp", cfg, backends=scripted_factory(typed_model))
+    scfg = load_config(SearchConfig, MARCO)
+    for arm in ("mcts", "best_of_n_allocated", "best_of_n"):
+        arm_cfg = load_config(SearchConfig, tmp_path / "cmp" / "three" / "seed-0" / arm / "config.yaml")
+        assert arm_cfg.prompt == scfg.prompt and arm_cfg.policy.kind == "typed"
+        assert res["sets"]["three"]["budgets"][-1][arm]["yield"] > 0
+    for name, where in res["training"]["evals"].items():
+        assert load_config(EvalConfig, Path(where) / "config.yaml").prompt == scfg.prompt, name

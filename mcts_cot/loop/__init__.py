@@ -9,11 +9,14 @@ by hand from its input. A recipe holds the sizes of every stage; each stage is i
 - `engines.py`: the engine pool, a backend factory that shares one engine per model between stages;
 - `rounds.py`: `run_loop` (base eval, then rounds of search → export → train → eval);
 - `ladder.py`: `run_ladder` (Marco-o1's Table 5 rows on one search run);
-- `compare.py`: best-of-N through the search shell, and `run_compare` at equal tokens;
+- `best_of_n.py`: the `best-of-n` command, best-of-N through the search shell;
+- `compare.py` / `compare_report.py`: `run_compare`, MCTS against best-of-N at equal tokens (the yield proof);
 - `reports.py`: the before / after table and results.json / results.md.
 """
 
-from mcts_cot.loop.compare import BestOfNConfig, CompareConfig, compare_table, run_compare, sample_best_of_n
+from mcts_cot.loop.best_of_n import BestOfNConfig, sample_best_of_n
+from mcts_cot.loop.compare import CompareConfig, run_compare
+from mcts_cot.loop.compare_report import compare_table
 from mcts_cot.loop.engines import EnginePool
 from mcts_cot.loop.ladder import LadderConfig, ladder_table, run_ladder
 from mcts_cot.loop.reports import before_after_table

@@ -1,14 +1,18 @@
-"""Best-of-N, the baseline MCTS must beat, and `compare-bon`: the two at equal generated tokens on the same
-problems, and a model trained on each one's data through the same export and trainer.
+"""`mcts-cot compare-bon`: does tree search give more training data per generated token than sampling?
 
-Best-of-N is not a second sampler: it is `run_search` with strategy best_of_n (mcts_cot/search/best_of_n.py),
-so both arms share the shell, the terminal rule, the backup and the run-dir format.
+Three arms grow on each problem set from one search config: MCTS under the run-level allocator, best-of-N under
+the same allocator (so tree structure and allocation are separated), and plain best-of-N (an equal share per
+problem). Each arm is one growing run; its smaller budgets are read back from it (`yields.py`), so every budget
+is measured at the tokens the arms actually generated. Per set and budget: the yield (distinct correct responses
+capped at the export's K), problems solved, pairs that pass the export rules, tokens, with 95% bootstrap
+intervals over problems, in a table and a plot. Optionally a model is trained on each arm's data at the largest
+budget (several search and training seeds) and evaluated greedily on test problems of the same difficulty.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import re
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -16,175 +20,201 @@ from typing import Any, Literal
 from rich.console import Console
 
 from mcts_cot.backends import BackendFactory, make_backend
-from mcts_cot.config import (
-    GenerationConfig,
-    ProblemsConfig,
-    load_config,
-    option,
-    save_config,
-    section,
-)
-from mcts_cot.errors import UserError
-from mcts_cot.evaluate import INTERVAL_NOTE, with_interval
+from mcts_cot.config import option, save_config, section
+from mcts_cot.loop.compare_report import compare_table, paired_training, plot_yields
 from mcts_cot.loop.engines import EnginePool
 from mcts_cot.loop.reports import write_results
 from mcts_cot.loop.rounds import LoopConfig
-from mcts_cot.loop.stages import Runner, Stage, builtin_problems, stage_config
-from mcts_cot.run import run_search, summarize
+from mcts_cot.loop.stages import Runner, Stage, builtin_problems, read_json, stage_config
 from mcts_cot.search import SearchConfig
-from mcts_cot.search.config import BestOfNSettings
 from mcts_cot.store import iter_trees
-from mcts_cot.tables import Grid
+from mcts_cot.tree import Tree
+from mcts_cot.yields import at_checkpoint, at_share, bootstrap, checkpoints, distinct_correct, paired_ratio
 
-
-@dataclasses.dataclass
-class BestOfNConfig(GenerationConfig):
-    """`mcts-cot best-of-n`: N full samples per problem, run as `search` with strategy best_of_n (a run dir of
-    one-level trees that export-pairs reads unchanged). N comes from `n`, or from a token budget: each problem
-    draws `wave` samples at a time until it has spent its share of `max_total_tokens`."""
-
-    problems: ProblemsConfig = section(lambda: ProblemsConfig(split="train"), "Problems to sample.")
-    n: int | None = option(None, "Samples per problem (null: sample until max_total_tokens).", ge=1)
-    max_total_tokens: int | None = option(None, "Token budget of the whole run when n is null (e.g. an MCTS run's generated tokens).", ge=1)
-    wave: int = option(2, "Samples per problem per generate call when sampling to a token budget.", ge=1)
-    max_n: int = option(256, "Most samples per problem when sampling to a token budget.", ge=1)
-    temperature: float = option(0.7, "Sampling temperature (the search's).", ge=0)
-    top_p: float = option(0.9, "Nucleus mass (the search's).", gt=0, le=1)
-    max_tokens: int = option(384, "Most tokens per sample (the search's policy.max_path_tokens).", ge=1)
-    seed: int = option(0, "Seed of every sampling request.", ge=0)
-    out: str = option("runs/best-of-n", "Run dir (--out).")
-
-
-def best_of_n_search(cfg: BestOfNConfig, problem_count: int) -> SearchConfig:
-    """The search config that samples what `cfg` asks for (a run total becomes an equal share per problem)."""
-    if cfg.n is None and cfg.max_total_tokens is None:
-        raise UserError("best-of-n: set n, or max_total_tokens (a token budget)")
-    scfg = SearchConfig(strategy="best_of_n", model=cfg.model, backend=cfg.backend, prompt=cfg.prompt,
-                        problems=cfg.problems, verify=cfg.verify, temperature=cfg.temperature, top_p=cfg.top_p,
-                        seed=cfg.seed, out=cfg.out)
-    scfg.policy.max_path_tokens = cfg.max_tokens
-    share = math.ceil(cfg.max_total_tokens / max(1, problem_count)) if cfg.n is None else None
-    scfg.best_of_n = BestOfNSettings(n=cfg.n, tokens_per_problem=share, wave=cfg.wave, max_n=cfg.max_n)
-    return scfg
-
-
-def sample_best_of_n(cfg: BestOfNConfig, console: Console | None = None, overwrite: bool = False,
-                     backends: BackendFactory = make_backend) -> dict:
-    """Sample, verify and write one tree per problem through the search shell; returns its manifest."""
-    from mcts_cot.problems import load_problems
-
-    count = len(load_problems(cfg.problems)[0]) if cfg.n is None else 0
-    manifest = run_search(best_of_n_search(cfg, count), overwrite=overwrite, console=console, backends=backends)
-    runs = summarize(cfg.out)
-    return {**manifest, "samples_per_problem": runs["rollouts"] / max(1, runs["trees"]),
-            "token_budget": cfg.max_total_tokens}
+ARMS = ("mcts", "best_of_n_allocated", "best_of_n")
+SETS = {
+    "builtin 1-3 steps": {"problems.source": "builtin:arithmetic:48", "problems.difficulty": "1-3"},
+    "builtin 4-6 steps": {"problems.source": "builtin:arithmetic:48", "problems.difficulty": "4-6"},
+    "gsm8k train": {"problems.source": "../shared/data/gsm8k_train_2k.jsonl", "problems.limit": 48},
+}
 
 
 @dataclasses.dataclass
 class CompareConfig:
-    """`mcts-cot compare-bon RUN_DIR`: best-of-N at the MCTS run's generated tokens on the same problems, solve
-    rates, and (unless `train_models` is false) a model trained on each one's data, evaluated greedy."""
+    """`mcts-cot compare-bon`: MCTS against best-of-N at equal generated tokens, on several problem sets."""
 
-    wave: int = option(2, "Best-of-N samples per problem per generate call.", ge=1)
-    token_factor: float = option(1.0, "Best-of-N token budget = this × the MCTS run's generated tokens, shared equally by its problems.", gt=0)
-    train_models: bool = option(True, "Also export, train and evaluate a model on each one's data.")
-    backend: Literal["vllm", "hf", "scripted"] | None = option(None, "Generation engine (default: the run's).")
-    test_problems: int = option(100, "Built-in arithmetic TEST problems of the greedy evals.", ge=1)
-    export: Stage = section(lambda: Stage(set={
-        "sft.select": ["longest"], "sft.max_per_problem": 1,
-        "path.chosen": "shortest", "path.rejected_per_chosen": 2, "path.max_per_problem": 2}),
-        "The export applied to both run dirs (the same rules for MCTS and best-of-N).")
-    train: Stage = section(lambda: Stage(set=dict(LoopConfig().train.set)), "The training applied to both (the demo's joint recipe).")
+    model: str = option("smollm2-135m", "The model every arm samples from.")
+    backend: Literal["vllm", "hf", "scripted"] = option("vllm", "Generation engine.")
+    search: Stage = section(lambda: Stage(set=dict(LoopConfig().search.set)), "The search every arm shares (SearchConfig): prompt, policy, sampling, allocator settings.")
+    sets: dict = option(SETS, "Problem sets: name → search keys (problems.*, and any other the set needs).")
+    arms: list = option(list(ARMS), "Arms: mcts, best_of_n_allocated, best_of_n (plain, an equal share per problem).")
+    tokens_per_problem: int = option(1536, "The largest budget, per problem on average (the allocator's; plain best-of-N's share).", ge=1)
+    budgets: int = option(3, "Budgets reported: this many, evenly spaced up to the largest, read from one run per arm.", ge=1)
+    yield_cap: int = option(4, "K: distinct correct responses counted per problem (also the allocator's enough_correct).", ge=1)
+    wave: int = option(2, "Best-of-N samples per request.", ge=1)
+    export: Stage = section(lambda: Stage(set=dict(LoopConfig().export.set)), "The export rules pairs are counted and trained with.")
+    train_models: bool = option(False, "Also train a model on each arm's data (largest budget) and evaluate it greedily.")
+    train_set: str = option("builtin 4-6 steps", "The set whose data is trained on.")
+    train_arms: list = option(["mcts", "best_of_n"], "Arms trained on.")
+    search_seeds: list = option([0], "Search seeds; the yield table uses the first, training all.")
+    train_seeds: list = option([0], "Training seeds (each search seed's data is trained with each).")
+    test_problems: int = option(1000, "Built-in TEST problems of the train set's difficulty for the greedy evals.", ge=1)
+    train: Stage = section(lambda: Stage(set=dict(LoopConfig().train.set)), "The training applied to every arm (the demo's joint recipe).")
     eval: Stage = section(Stage, "The greedy eval (EvalConfig).")
-    seed: int = option(0, "Seed.", ge=0)
 
 
-def run_compare(run_dir: str | Path, out: str | Path, cfg: CompareConfig, console: Console | None = None,
+def run_compare(out: str | Path, cfg: CompareConfig, console: Console | None = None,
                 backends: BackendFactory = make_backend) -> dict:
-    """Best-of-N on the MCTS run's problems at its generated tokens, then (optionally) a model trained on each."""
+    """Grow every arm on every set, read their yields at equal tokens, optionally train on each; write
+    results.json / results.md / yield.png into `out` and return the results."""
     console = console or Console(stderr=True)
-    run_dir, out = Path(run_dir), Path(out)
-    if not (run_dir / "config.yaml").is_file():
-        raise UserError(f"{run_dir}: no config.yaml; is this a `mcts-cot search` run dir?")
-    scfg = load_config(SearchConfig, run_dir / "config.yaml")
-    mcts = summarize(run_dir)
-    if not mcts["trees"]:
-        raise UserError(f"{run_dir}: no finished trees")
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
     start = time.perf_counter()
-    bon = _equal_token_search(scfg, cfg, mcts, out / "bon-run")
+    result: dict[str, Any] = {"sets": {}}
     with EnginePool(backends) as pool:
         runner = Runner(console, pool)
-        bsum = runner.search("best-of-n sampling", bon, out / "bon-run")
-        result = _solve_rates(run_dir, out / "bon-run", mcts, bsum)
+        for name, keys in cfg.sets.items():
+            dirs = {arm: grow(runner, cfg, name, keys, arm, cfg.search_seeds[0], out) for arm in cfg.arms}
+            result["sets"][name] = read_budgets(cfg, dirs)
         if cfg.train_models:
-            for name, src in (("mcts", run_dir), ("best_of_n", out / "bon-run")):
-                result[name].update(_train_and_eval(runner, cfg, scfg.model.name, bon.backend.name, name, src, out))
+            result["training"] = train_arms(runner, cfg, out)
     result["stage_seconds"] = runner.times
     result["wall_seconds"] = round(time.perf_counter() - start, 1)
-    write_results(out, result, compare_table(result), console)
+    plot_yields(result, out / "yield.png")
+    write_results(out, result, compare_table(result, cfg.yield_cap), console,
+                  extra=paired_training(result) if cfg.train_models else None)
     return result
 
 
-def _equal_token_search(scfg: SearchConfig, cfg: CompareConfig, mcts: dict, out: Path) -> SearchConfig:
-    """The MCTS run's own search config with strategy best_of_n, each problem getting an equal share of the
-    MCTS run's tokens: everything else (model, prompt, problems, sampling, terminal rule) is the same."""
-    bon = dataclasses.replace(scfg, strategy="best_of_n", seed=cfg.seed, out=str(out),
-                              backend=dataclasses.replace(scfg.backend, name=cfg.backend or scfg.backend.name))
-    share = math.ceil(cfg.token_factor * mcts["generated_tokens"] / mcts["trees"])
-    bon.best_of_n = BestOfNSettings(tokens_per_problem=share, wave=cfg.wave)
-    return bon
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def _solve_rates(run_dir: Path, bon_dir: Path, mcts: dict, bsum: dict) -> dict[str, Any]:
-    result: dict[str, Any] = {
-        "run_dir": str(run_dir), "bon_dir": str(bon_dir),
-        "mcts": {"problems": mcts["trees"], "solved": mcts["solved"], "solve_rate": mcts["solve_rate"],
-                 "generated_tokens": mcts["generated_tokens"], "correct_leaves": mcts["correct"]},
-        "best_of_n": {"problems": bsum["trees"], "solved": bsum["solved"], "solve_rate": bsum["solve_rate"],
-                      "generated_tokens": bsum["generated_tokens"], "correct_leaves": bsum["correct"],
-                      "samples_per_problem": bsum["rollouts"] / max(1, bsum["trees"])},
-        "same_problems": _tree_ids(run_dir) == _tree_ids(bon_dir),
-    }
-    result["solve_ratio"] = result["mcts"]["solved"] / max(1, result["best_of_n"]["solved"])
-    return result
+def arm_config(cfg: CompareConfig, keys: dict, arm: str, seed: int) -> SearchConfig:
+    """The shared search config with the arm's strategy and budget: allocated arms spend `tokens_per_problem`
+    on average through the allocator, plain best-of-N exactly its share per problem."""
+    allocated = arm != "best_of_n"
+    return stage_config(SearchConfig, cfg.search, **{
+        "model.name": cfg.model, "backend.name": cfg.backend, "seed": seed, **keys,
+        "strategy": "mcts" if arm == "mcts" else "best_of_n", "best_of_n.wave": cfg.wave,
+        "allocator.enough_correct": cfg.yield_cap,
+        "allocator.tokens_per_problem": cfg.tokens_per_problem if allocated else None,
+        "best_of_n.tokens_per_problem": None if allocated else cfg.tokens_per_problem})
 
 
-def _train_and_eval(runner: Runner, cfg: CompareConfig, model: str, backend: str, name: str, src: Path,
-                    out: Path) -> dict[str, Any]:
-    """One arm's data through the same export, training recipe and greedy eval."""
+def grow(runner: Runner, cfg: CompareConfig, name: str, keys: dict, arm: str, seed: int, out: Path) -> Path:
+    where = out / slug(name) / f"seed-{seed}" / arm
+    runner.search(f"{name}: {arm} (seed {seed})", arm_config(cfg, keys, arm, seed), where)
+    return where
+
+
+def read_budgets(cfg: CompareConfig, dirs: dict[str, Path]) -> dict[str, Any]:
+    """Every arm at `budgets` equal-token points: the MCTS run's checkpoints nearest to evenly spaced targets
+    (or, without an MCTS arm, the targets themselves); the other allocated arm at its nearest checkpoint; plain
+    best-of-N cut to exactly those tokens."""
+    from mcts_cot.export import ExportConfig
+
+    ecfg = stage_config(ExportConfig, cfg.export)
+    scfg = arm_config(cfg, {}, "mcts", 0)
+    reward = {"correct": scfg.reward.correct, "no_answer": scfg.reward.no_answer}
+    score = lambda verdict: reward.get(verdict, scfg.reward.wrong)  # noqa: E731
+    trees = {arm: sorted(iter_trees(d), key=lambda t: str(t.problem["id"])) for arm, d in dirs.items()}
+    problems = len(next(iter(trees.values())))
+    curves = {arm: _curve(trees[arm], score, cfg.yield_cap) for arm in trees if arm != "best_of_n"}
+    top = max((c[-1][0] for c in curves.values()), default=cfg.tokens_per_problem * problems)
+    lead = curves.get("mcts") or next(iter(curves.values()), None)
+    targets = [top * (j + 1) / cfg.budgets for j in range(cfg.budgets)]
+    budgets = []
+    for target in targets:
+        tokens = _nearest(lead, target)[0] if lead else round(target)
+        row = {}
+        for arm, arm_trees in trees.items():
+            if arm == "best_of_n":
+                cut, spent = at_share(arm_trees, round(tokens / problems), cfg.wave, score)
+            else:
+                k = _nearest(curves[arm], tokens)[1]
+                cut, spent = at_checkpoint(arm_trees, k, score)
+            row[arm] = _measure(cut, spent, cfg.yield_cap, ecfg)
+        _ratios(row)
+        budgets.append(row)
+    return {"problems": problems, "budgets": budgets, "runs": {arm: _run_facts(d) for arm, d in dirs.items()},
+            "curves": {arm: [[t, y] for t, _, y in curve] for arm, curve in curves.items()}}
+
+
+def _curve(trees: list[Tree], score, cap: int) -> list[tuple[int, int, int]]:
+    """(tokens, checkpoint, yield) at every checkpoint of an allocator run."""
+    out = []
+    for k in range(1, checkpoints(trees) + 1):
+        cut, tokens = at_checkpoint(trees, k, score)
+        out.append((tokens, k, sum(min(distinct_correct(t), cap) for t in cut)))
+    return out
+
+
+def _nearest(curve: list[tuple[int, int, int]], tokens: float) -> tuple[int, int, int]:
+    return min(curve, key=lambda c: (abs(c[0] - tokens), c[1]))
+
+
+def _measure(trees: list[Tree], tokens: int, cap: int, ecfg) -> dict[str, Any]:
+    """Yield, solved and export-passing pairs of trees (sorted by problem id), with bootstrap intervals."""
+    from mcts_cot.pairs import facts, pair_rows
+
+    per = [min(distinct_correct(t), cap) for t in trees]
+    pairs = [len(pair_rows(facts(t, ecfg.rejected_verdicts, ecfg.limit_cut_rejected), ecfg.strategies,
+                           {n: getattr(ecfg, n) for n in ecfg.strategies}, ecfg.max_pairs_per_problem)[0])
+             for t in trees]
+    solved = [float(y > 0) for y in per]
+    return {"tokens": tokens, "yield": sum(per), "yield_ci": bootstrap(per), "per_problem": per,
+            "solved": int(sum(solved)), "solved_ci": bootstrap(solved), "pairs": sum(pairs),
+            "pairs_ci": bootstrap(pairs)}
+
+
+def _ratios(row: dict[str, Any]) -> None:
+    """MCTS / each best-of-N arm: yield ratio with a paired interval over problems."""
+    if "mcts" not in row:
+        return
+    for arm in ("best_of_n", "best_of_n_allocated"):
+        if arm in row:
+            row[f"mcts_over_{arm}"] = paired_ratio(row["mcts"]["per_problem"], row[arm]["per_problem"])
+
+
+def _run_facts(run_dir: Path) -> dict[str, Any]:
+    m = read_json(run_dir / "manifest.json")
+    hit = m.get("prefix_cache_hit_rate") or 0.0
+    return {"generated_tokens": m["generated_tokens"], "uncached_prompt_tokens": round(m["prompt_tokens"] * (1 - hit)),
+            "wall_s": m.get("wall_s"), "tokens_per_s": m.get("tokens_per_s")}
+
+
+def train_arms(runner: Runner, cfg: CompareConfig, out: Path) -> dict[str, Any]:
+    """Each train arm's data (every search seed, largest budget) through the same export and recipe with every
+    training seed, and the base model, evaluated greedily on the same test problems."""
+    from mcts_cot.evaluate import EvalConfig
+
+    keys = cfg.sets[cfg.train_set]
+    difficulty = {"problems.difficulty": keys["problems.difficulty"]} if "problems.difficulty" in keys else {}
+    test = {**builtin_problems(cfg.test_problems, "test"), **difficulty}
+    root = out / "training"
+    base = stage_config(EvalConfig, cfg.eval, **{"model.name": cfg.model, "backend.name": cfg.backend, **test})
+    runner.eval("base: eval", base, root / "eval-base")
+    runs = {"base": str(root / "eval-base")}
+    for s in cfg.search_seeds:
+        for arm in cfg.train_arms:
+            src = grow(runner, cfg, cfg.train_set, keys, arm, s, out)
+            for t in cfg.train_seeds:
+                runs[f"{arm}/search-{s}/train-{t}"] = _train_one(runner, cfg, src, f"{arm}-s{s}-t{t}", t, test, root)
+    return {"test_problems": cfg.test_problems, "evals": runs}
+
+
+def _train_one(runner: Runner, cfg: CompareConfig, src: Path, name: str, seed: int, test: dict, root: Path) -> str:
     from mcts_cot.evaluate import EvalConfig
     from mcts_cot.export import ExportConfig
     from trainers.config import TrainConfig
 
-    ecfg = stage_config(ExportConfig, cfg.export, seed=cfg.seed)
-    report = runner.export(f"{name}: export", ecfg, [src], out / f"data-{name}")
-    tcfg = stage_config(TrainConfig, cfg.train, **{"model.name": model, "data": str(out / f"data-{name}"), "seed": cfg.seed})
-    runner.train(f"{name}: train", tcfg, out / f"model-{name}")
-    ev = stage_config(EvalConfig, cfg.eval, **{"model.name": str(out / f"model-{name}"), "backend.name": backend,
-                                               "backend.seed": cfg.seed, **builtin_problems(cfg.test_problems, "test")})
-    summary = runner.eval(f"{name}: eval", ev, out / f"eval-{name}")
-    return {"pairs": report["rows"]["pairs"], "sft_rows": report["rows"]["sft"],
-            "trained_accuracy": summary["accuracy"], "trained_no_answer": summary["no_answer_rate"],
-            "trained_problems": summary["problem_count"], "eval_dir": str(out / f"eval-{name}")}
-
-
-def _tree_ids(run_dir: Path) -> set[str]:
-    return {str(t.problem["id"]) for t in iter_trees(run_dir)}
-
-
-def compare_table(result: dict) -> Grid:
-    cols = ["method", "generated tokens", "solved", "solve rate", "correct leaves"]
-    trained = "trained_accuracy" in result["mcts"]
-    if trained:
-        cols += ["pairs", "trained accuracy (no answer)"]
-    table = Grid("MCTS vs best-of-N at equal generated tokens", cols)
-    for name, label in (("mcts", "MCTS"), ("best_of_n", f"best-of-N (N≈{result['best_of_n']['samples_per_problem']:.0f})")):
-        r = result[name]
-        cells = [label, str(r["generated_tokens"]), f"{r['solved']}/{r['problems']}", f"{r['solve_rate']:.1%}", str(r["correct_leaves"])]
-        if trained:
-            cells += [str(r["pairs"]), f"{with_interval(r['trained_accuracy'], r['trained_problems'])} ({r['trained_no_answer']:.1%})"]
-        table.add_row(*cells)
-    table.caption = f"MCTS / best-of-N solved: {result['solve_ratio']:.2f}×" + (f"; {INTERVAL_NOTE}" if trained else "")
-    return table
+    runner.export(f"{name}: export", stage_config(ExportConfig, cfg.export, seed=seed), [src], root / f"data-{name}")
+    tcfg = stage_config(TrainConfig, cfg.train, **{"model.name": cfg.model, "data": str(root / f"data-{name}"), "seed": seed})
+    runner.train(f"{name}: train", tcfg, root / f"model-{name}")
+    ev = stage_config(EvalConfig, cfg.eval, **{"model.name": str(root / f"model-{name}"), "backend.name": cfg.backend,
+                                               "backend.seed": seed, **test})
+    runner.eval(f"{name}: eval", ev, root / f"eval-{name}")
+    return str(root / f"eval-{name}")

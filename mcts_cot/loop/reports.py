@@ -72,9 +72,11 @@ def write_results(root: Path, results: dict, table: Grid, console: Console, extr
     times = results.get("stage_seconds", {})
     lines = [f"# {table.title}\n\n", table.markdown(), f"\n{table.caption}\n\nwall time: {results.get('wall_seconds')} s\n"]
     if extra is not None:
-        lines += [f"\n## {extra.title}\n\n", extra.markdown()]
+        lines += [f"\n## {extra.title}\n\n", extra.markdown(), f"\n{extra.caption}\n" if extra.caption else ""]
     if times:
         lines += ["\n| stage | seconds |\n|---|---|\n"] + [f"| {k} | {v} |\n" for k, v in times.items()]
     write_atomic(root / "results.md", "".join(lines))
     Console().print(table)
+    if extra is not None:
+        Console().print(extra)
     console.print(f"results in {root / 'results.json'} and {root / 'results.md'}; wall time {results.get('wall_seconds')} s")
