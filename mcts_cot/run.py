@@ -80,6 +80,7 @@ def _search(cfg: SearchConfig, run: RunDir, problems, load_report, dry_run: bool
     manifest = _manifest(cfg, run, tally, backends, load_report, extra={
         "status": "stopped" if result["stopped"] else "complete", "stopped": result["stopped"],
         "waves": result["waves"], "wall_s": round(result["seconds"], 2), "repaired_bytes": run.repaired_bytes,
+        "unstarted": result["unstarted"],
         "dry_run": dry_run, "out": str(run.path)})
     run.write_manifest(manifest)
     return manifest

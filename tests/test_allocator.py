@@ -141,3 +141,14 @@ def test_adaptive_width_is_wide_where_siblings_disagree_or_the_step_is_uncertain
     widths = {name: ts._expand(leaf)[0].request.n for name, leaf in
               [("root", tree.root), ("mixed", mixed[2]), ("agree", agree[0]), ("unsure", unsure)]}
     assert widths == {"root": 4, "mixed": 4, "agree": 2, "unsure": 4}
+
+
+def test_wall_budget_starts_no_group_that_would_not_fit(tmp_path, tiny_model_dir, tree_records):
+    """allocator.wall_s: groups run while the last group's time still fits; the rest stays unsearched and a
+    later run without the limit searches it, ending with the trees an unlimited run grows."""
+    factory = scripted_factory(script)
+    cut = run_search(config(tmp_path, tiny_model_dir, "parts", "allocator.group=2", "allocator.wall_s=1e-9"), backends=factory)
+    assert cut["status"] == "complete" and cut["unstarted"] == 4 and len(trees(tmp_path / "parts")) == 2
+    run_search(config(tmp_path, tiny_model_dir, "parts", "allocator.group=2"), backends=factory)
+    run_search(config(tmp_path, tiny_model_dir, "whole", "allocator.group=2"), backends=factory)
+    assert tree_records(tmp_path / "parts") == tree_records(tmp_path / "whole")

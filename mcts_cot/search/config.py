@@ -54,6 +54,7 @@ class AllocatorConfig:
     step_tokens: int = option(256, "Tokens handed out per checkpoint per open tree, on average: the checkpoints' spacing.", ge=1)
     enough_correct: int = option(4, "A tree with this many correct ends gets no more tokens (the export's per-problem cap).", ge=1)
     hopeless_after: int = option(16, "A tree with this many ends and none correct gets no more tokens.", ge=1)
+    wall_s: float | None = option(None, "Start another group only while the last group's wall time still fits in this many seconds from the run's start (the rest is left unsearched, for a later run); null: every group.", gt=0)
 
 
 @dataclass
@@ -102,5 +103,5 @@ class SearchConfig(GenerationConfig):
 
 
 # Keys that may change between a run and its resumption without changing what a tree becomes.
-RESUMABLE_KEYS = ("problems.limit", "budget.max_total_tokens", "budget.max_wall_s", "concurrent_trees",
+RESUMABLE_KEYS = ("problems.limit", "budget.max_total_tokens", "budget.max_wall_s", "allocator.wall_s", "concurrent_trees",
                   "backend.gpu_memory_utilization", "backend.cpu_kv_cache_gib", "backend.batch_size", "verify.workers", "out")

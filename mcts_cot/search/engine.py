@@ -87,8 +87,12 @@ def run_waves(engine: Engine, problems: list[Problem], on_finished, on_wave=None
     allocated = cfg.allocator.tokens_per_problem is not None
     queue, live, alloc = deque(problems), [], None
     start, tokens, stopped = time.perf_counter(), 0, None
+    group_s: float | None = None  # the last group's wall time (none yet: the first group always starts)
     while queue or live:
         if allocated and not live:
+            if _no_time_for_a_group(cfg, time.perf_counter() - start, group_s):
+                break
+            group_start = time.perf_counter()
             live = [engine.start(queue.popleft()) for _ in range(min(cfg.allocator.group, len(queue)))]
             alloc = Allocator(cfg.allocator, live)
             alloc.checkpoint(live)
@@ -103,6 +107,8 @@ def run_waves(engine: Engine, problems: list[Problem], on_finished, on_wave=None
             finished += [ts.finish("success" if ts.stats["correct"] else "failure", why) for ts, why in closed]
             live = _without(live, finished)
         on_finished(finished)
+        if allocated and not live:
+            group_s = time.perf_counter() - group_start
         if on_wave:
             on_wave(engine.waves, tokens, len(live))
         elapsed = time.perf_counter() - start
@@ -115,6 +121,12 @@ def run_waves(engine: Engine, problems: list[Problem], on_finished, on_wave=None
             break
     return {"waves": engine.waves, "generated_tokens": tokens, "seconds": time.perf_counter() - start,
             "stopped": stopped, "unstarted": len(queue)}
+
+
+def _no_time_for_a_group(cfg: SearchConfig, elapsed: float, last_group_s: float | None) -> bool:
+    """`allocator.wall_s`: another group would not fit if it takes as long as the last one did."""
+    wall = cfg.allocator.wall_s
+    return wall is not None and last_group_s is not None and elapsed + last_group_s > wall
 
 
 def _without(live: list[TreeGrower], finished: list[Tree]) -> list[TreeGrower]:
