@@ -150,3 +150,10 @@ def test_a_missing_tracker_says_which_package_to_install(data_dir, tmp_path):
         train(data_dir, tmp_path / "out", f"report_to=[{name}]")
     with pytest.raises(UserError, match=r"report_to: unknown tracker 'tensorbord'; did you mean 'tensorboard'\?"):
         train(data_dir, tmp_path / "out2", "report_to=[tensorbord]")
+
+
+def test_max_wall_s_stops_after_the_step_that_passes_it(data_dir, tmp_path):
+    """A tiny time limit ends training after its first optimizer step (of 8), and the model is still saved."""
+    metrics = train(data_dir, tmp_path / "out", "max_steps=-1", "epochs=4", "max_wall_s=1e-6")
+    assert metrics["global_step"] == 1
+    assert (tmp_path / "out" / "model.safetensors").is_file() or (tmp_path / "out" / "config.json").is_file()

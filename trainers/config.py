@@ -62,6 +62,7 @@ class TrainConfig:
     learning_rate: float = option(5e-7, "Peak learning rate (AdamW).", ge=0)
     epochs: float = option(1.0, "Passes over the training file.", gt=0)
     max_steps: int = option(-1, "Stop after this many optimizer steps (-1: run all epochs).", ge=-1)
+    max_wall_s: float | None = option(None, "Stop after the optimizer step that passes this many seconds of training (the schedule is not shortened; the model is saved as usual). For time-boxed runs such as the demo.", gt=0)
     per_device_train_batch_size: int = option(4, "Pairs (or SFT rows) per device per step.", ge=1)
     per_device_eval_batch_size: int = option(8, "Pairs per device per evaluation step.", ge=1)
     gradient_accumulation_steps: int = option(1, "Micro-batches per optimizer step.", ge=1)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
 from mcts_cot.errors import UserError
 from trainers import losses, precision, prefix_sharing, reference, tree_packing
@@ -43,6 +43,23 @@ def forward_token_logps(model, batch: dict[str, Any], attn_implementation: str =
     if "tree_end" in batch:  # tree packing: one row per response, gathered from the packed rows
         return tree_packing.token_logps(out.logits, batch)
     return losses.token_logps(out.logits, batch["targets"])
+
+
+class WallClock(TrainerCallback):
+    """`max_wall_s`: ends training after the step that passes the time limit, so a time-boxed run (the demo)
+    keeps its time whatever the CPU; the model is saved as after a normal end."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.start = seconds, time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.perf_counter()
+        return control
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.perf_counter() - self.start >= self.seconds:
+            control.should_training_stop = True
+        return control
 
 
 class MCTSTrainer(Trainer):
@@ -331,7 +348,8 @@ def run(cfg: TrainConfig, out_dir: str | Path, overwrite: bool = False) -> RunRe
     trainer = MCTSTrainer(model=model, args=args, train_dataset=ListDataset(train_examples),
                           eval_dataset=ListDataset(val_examples) if val_examples else None, data_collator=collator,
                           processing_class=tokenizer, loss_settings=settings, ref_model=ref_model,
-                          attn_implementation=cfg.attn_implementation)
+                          attn_implementation=cfg.attn_implementation,
+                          callbacks=[WallClock(cfg.max_wall_s)] if cfg.max_wall_s else None)
     if cfg.uses_reference and cfg.reference == "cached":
         files = [(train_file, train_examples)] + ([(val_file, val_examples)] if val_examples else [])
         ref_info = _attach_reference(cfg, trainer, model_path, files, collator, eot_id)
