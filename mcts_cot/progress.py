@@ -27,6 +27,7 @@ class LineProgress(Progress):
         super().__init__(console=console, disable=True)
         self.every_s = every_s
         self._last = time.monotonic()
+        self._changed = False  # since the last line: the closing line is not a copy of the one before
 
     def add_task(self, description: str, *args, **fields) -> TaskID:
         fields.setdefault("info", "")
@@ -34,6 +35,7 @@ class LineProgress(Progress):
 
     def update(self, task_id: TaskID, **kwargs) -> None:
         super().update(task_id, **kwargs)
+        self._changed = True
         if time.monotonic() - self._last >= self.every_s:
             self._print()
 
@@ -41,14 +43,14 @@ class LineProgress(Progress):
         self.update(task_id, advance=advance)
 
     def stop(self) -> None:
-        if self.tasks:
+        if self._changed:
             self._print()
         super().stop()
 
     def _print(self) -> None:
-        self._last = time.monotonic()
+        self._last, self._changed = time.monotonic(), False
         for task in self.tasks:
             total = "?" if task.total is None else f"{task.total:.0f}"
             info = task.fields.get("info") or ""
             self.console.print(f"{task.description}: {task.completed:.0f}/{total} in {task.elapsed or 0:.0f} s"
-                               f"{' · ' + info if info else ''}", highlight=False, markup=False)
+                               f"{' · ' + info if info else ''}", highlight=False, markup=False, soft_wrap=True)

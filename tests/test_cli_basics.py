@@ -66,7 +66,14 @@ def test_progress_prints_plain_lines_off_a_terminal():
         bar.advance(task)
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("search: 1/3 in ") and lines[0].endswith(" · 12 tok/s")
-    assert lines[-1].startswith("search: 2/3 in ") and len(lines) == 3
+    assert lines[-1].startswith("search: 2/3 in ") and len(lines) == 2  # no closing copy of the last line
+
+
+def test_progress_line_is_not_wrapped():
+    out = io.StringIO()
+    with LineProgress(Console(file=out, force_terminal=False, width=40), every_s=3600) as bar:
+        bar.update(bar.add_task("search", total=12), completed=2, info="wave 11 · 12 live · 85 tok/s · cache 94%")
+    assert len(out.getvalue().splitlines()) == 1
 
 
 def test_help_shows_the_config_defaults():
