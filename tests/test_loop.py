@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from mcts_cot.backends import scripted_factory
+from mcts_cot.config import load_config
 from mcts_cot.loop import (
     BestOfNConfig,
     LadderConfig,
@@ -191,3 +192,45 @@ def test_bad_recipe_values_are_one_line_errors(tmp_path):
     assert res.exit_code == 2 and "key 'rounds' must be >= 1, got 0" in res.output
     res = CliRunner().invoke(app, ["loop", "--set", "search.budget.max_rolouts=3", "--out", str(tmp_path), "--backend", "scripted"])
     assert res.exit_code == 2 and "max_rolouts" in res.output
+
+
+def test_the_time_box_writes_its_sizes_into_the_stage_configs(looped):
+    """With time_budget_s (the default) each round's search runs groups while `allocator.wall_s` lasts and
+    training stops at `max_wall_s`: both chosen from the time left, recorded in the results and the configs."""
+    from mcts_cot.search import SearchConfig
+    from trainers.config import TrainConfig
+
+    cfg, results = looped
+    for k, r in enumerate(results["rounds"], start=1):
+        sizes = r["sizes"]
+        assert 60 <= sizes["search_wall_s"] <= cfg.time_budget_s and 30 <= sizes["train_wall_s"] <= cfg.time_budget_s
+        rd = Path(cfg.out) / f"round-{k}"
+        assert load_config(SearchConfig, rd / "search" / "config.yaml").allocator.wall_s == sizes["search_wall_s"]
+        assert load_config(TrainConfig, rd / "model" / "config.yaml").max_wall_s == sizes["train_wall_s"]
+
+
+def test_a_named_models_greedy_eval_is_cached_across_runs(tmp_path, monkeypatch):
+    """The second eval of the same named model and settings copies the first one's result (no generation)
+    and reports the seconds the first one took."""
+    from rich.console import Console
+
+    from mcts_cot.evaluate import EvalConfig
+    from mcts_cot.loop import EnginePool, Runner
+    from mcts_cot.loop.timebox import cached_eval
+
+    monkeypatch.setenv("MCTS_COT_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def counting(prompt: str, index: int) -> str:
+        calls.append(prompt)
+        return eval_script(prompt, index)
+
+    cfg = load_config(EvalConfig, None, None, **{"model.name": "smollm2-135m", "backend.name": "scripted",
+                                                  "problems.source": "builtin:arithmetic:3", "verify.workers": 1, **FAST_PROMPT})
+    with EnginePool(scripted_factory(counting)) as pool:
+        first, took = cached_eval(Runner(Console(quiet=True), pool), "base", cfg, tmp_path / "a")
+        made = len(calls)
+        again, took_again = cached_eval(Runner(Console(quiet=True), pool), "base", cfg, tmp_path / "b")
+    assert made == 3 and len(calls) == made  # the second eval generated nothing
+    assert again == first and took_again == pytest.approx(took)
+    assert (tmp_path / "b" / "samples.jsonl").read_bytes() == (tmp_path / "a" / "samples.jsonl").read_bytes()

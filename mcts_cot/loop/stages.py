@@ -70,15 +70,19 @@ def stage_config(cls: type, stage: Stage, **fixed: Any) -> Any:
     return cfg
 
 
+TIME_KEYS = ("max_wall_s",)  # a time box's limits: a finished stage made under another one is still the same stage
+
+
 def same_config(out: Path, cfg: Any, marker: str) -> bool:
-    """True when `out` holds a finished stage (its `marker` file) made by exactly this config."""
+    """True when `out` holds a finished stage (its `marker` file) made by this config (time limits aside)."""
     if not (out / marker).is_file() or not (out / "config.yaml").is_file():
         return False
     try:
         saved = yaml.safe_load((out / "config.yaml").read_text())
     except yaml.YAMLError:
         return False
-    return saved == yaml.safe_load(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
+    ours = yaml.safe_load(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
+    return {k: v for k, v in saved.items() if k not in TIME_KEYS} == {k: v for k, v in ours.items() if k not in TIME_KEYS}
 
 
 class Runner:
