@@ -300,7 +300,7 @@ RoundsOpt = Annotated[int | None, typer.Option("--rounds", "-r", help="Rounds; r
 ScaleOpt = Annotated[float | None, typer.Option("--scale", help="Multiply the recipe's problem counts (train, test, sampled test).")]
 
 
-def _loop(config, set_, out, rounds, scale, backend) -> None:
+def _loop(command: str, config, set_, out, rounds, scale, backend) -> None:
     from mcts_cot.loop import load_loop_config, print_loop_end, run_loop
 
     cfg = load_loop_config(config, set_, **{"out": str(out) if out else None, "rounds": rounds, "scale": scale,
@@ -308,7 +308,7 @@ def _loop(config, set_, out, rounds, scale, backend) -> None:
     results = run_loop(cfg, console=console)
     if not console.quiet:
         print_loop_end(results, Path(cfg.out))
-    summary_line("loop", out=str(cfg.out), results=str(Path(cfg.out) / "results.json"))
+    summary_line(command, out=str(cfg.out), results=str(Path(cfg.out) / "results.json"))
 
 
 @app.command()
@@ -326,7 +326,7 @@ def loop(
     --set takes recipe keys (rounds=2, train_problems=80) and stage keys (search.budget.max_rollouts=32,
     train.learning_rate=1e-5, eval.sampling.max_tokens=256). Ends with a before/after table.
     """
-    _loop(config, set_, out, rounds, scale, backend)
+    _loop("loop", config, set_, out, rounds, scale, backend)
 
 
 @app.command()
@@ -340,7 +340,7 @@ def demo(
 ) -> None:
     """The demo recipe (configs/recipes/demo.yaml = the built-in defaults): base model → MCTS on train
     problems → joint cDPO+α·NLL+masking → before/after table on held-out test problems (< 20 min, 2 CPU cores)."""
-    _loop(None, set_, out, rounds, scale, backend)
+    _loop("demo", None, set_, out, rounds, scale, backend)
 
 
 @app.command()
