@@ -225,3 +225,21 @@ def test_a_search_runs_paths_are_trajectories_with_their_own_prompt_and_tokens(t
         ends = trees[pid].leaves()
         assert [t.token_ids for t in ts] == [trees[pid].path_ids(e) for e in ends]
         assert all(t.prompt_ids == trees[pid].prompt_ids and t.text.startswith("Step ") for t in ts)
+
+
+def test_reference_solutions_from_elsewhere_split_at_line_ends_and_can_be_closed_with_their_gold():
+    from pathlib import Path
+
+    from mcts_cot.answers import extract_answer
+    from mcts_cot.checkpoints import trajectories
+
+    gsm = Path(__file__).parents[1] / ".." / "shared" / "data" / "gsm8k_train_2k.jsonl"
+    if not gsm.is_file():
+        pytest.skip("../shared/data is not here")
+    plain = trajectories.load(str(gsm), limit=3)
+    closed = trajectories.load(str(gsm), limit=3, close_with_gold=True)
+    for pid, (traj,) in plain.items():
+        assert extract_answer(traj.text) is None  # GSM8K's solutions state no answer the extractor reads
+        (done,) = closed[pid]
+        assert done.text.startswith(traj.text.rstrip()) and extract_answer(done.text) == done.problem.answer
+        assert len(paragraphs(traj.text, ["\n\n", "\n"])) == traj.text.count("\n") + 1  # one line, one paragraph

@@ -17,6 +17,7 @@ class TrajectorySource:
 
     source: str = option("", "An eval dir (or its samples.jsonl), a search run dir, or a JSONL of responses (--trajectories).")
     text_field: str = option("solution", "JSONL of responses: the field holding the response text.")
+    close_with_gold: bool = option(False, "JSONL of responses: end a response that states no answer with 'The answer is \\boxed{<answer>}.' (GSM8K reference solutions stop at their last computation: the file dropped their '#### N' line). Model samples are never closed.")
     limit: int | None = option(None, "Use only the first N problems.", ge=1)
     per_problem: int | None = option(None, "Use only the first N trajectories of each problem (null: all).", ge=1)
 

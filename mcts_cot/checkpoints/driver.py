@@ -39,7 +39,7 @@ def run_checkpoints(cfg: CheckpointConfig, overwrite: bool = False, console: Con
     if not cfg.trajectories.source:
         raise UserError("checkpoints: give the trajectories (--trajectories or --set trajectories.source=...)")
     t = cfg.trajectories
-    groups = trajectories.load(t.source, t.text_field, t.limit, t.per_problem)
+    groups = trajectories.load(t.source, t.text_field, t.limit, t.per_problem, t.close_with_gold)
     with RunDir(cfg.out, config_hash(cfg, exclude=RESUMABLE), None, overwrite) as run:
         save_config(cfg, run.path)
         done = run.finished_ids()

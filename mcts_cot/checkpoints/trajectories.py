@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mcts_cot.answers import extract_answer
 from mcts_cot.errors import UserError
 from mcts_cot.io import iter_jsonl
 from mcts_cot.problems import Problem
@@ -30,15 +31,16 @@ class Trajectory:
 
 
 def load(source: str, text_field: str = "solution", limit: int | None = None,
-         per_problem: int | None = None) -> dict[str, list[Trajectory]]:
-    """Trajectories by problem id, in source order (first `limit` problems, first `per_problem` of each)."""
+         per_problem: int | None = None, close_with_gold: bool = False) -> dict[str, list[Trajectory]]:
+    """Trajectories by problem id, in source order (first `limit` problems, first `per_problem` of each);
+    `close_with_gold`: see `TrajectorySource.close_with_gold`."""
     path = Path(source)
     if path.is_dir() and any(path.glob("trees*.jsonl")):
         found = _from_run(path)
     elif path.is_dir() and (path / "samples.jsonl").is_file():
         found = _from_samples(path / "samples.jsonl")
     elif path.is_file():
-        found = _from_samples(path) if _is_samples(path) else _from_rows(path, text_field)
+        found = _from_samples(path) if _is_samples(path) else _from_rows(path, text_field, close_with_gold)
     else:
         raise UserError(f"{source}: not a search run dir, an eval dir, or a JSONL file of responses")
     out: dict[str, list[Trajectory]] = {}
@@ -67,7 +69,7 @@ def _from_samples(path: Path) -> list[Trajectory]:
     return out
 
 
-def _from_rows(path: Path, text_field: str) -> list[Trajectory]:
+def _from_rows(path: Path, text_field: str, close_with_gold: bool) -> list[Trajectory]:
     out = []
     for line, row in iter_jsonl(path):
         missing = [k for k in ("problem", "answer", text_field) if not isinstance(row.get(k), str | int | float)]
@@ -75,7 +77,10 @@ def _from_rows(path: Path, text_field: str) -> list[Trajectory]:
             raise UserError(f"{path}: line {line}: lacks {', '.join(missing)} (the response text is "
                             f"trajectories.text_field = {text_field!r})")
         problem = Problem(id=str(row.get("id", line)), problem=row["problem"], answer=str(row["answer"]))
-        out.append(Trajectory(problem, str(row[text_field])))
+        text = str(row[text_field])
+        if close_with_gold and extract_answer(text) is None:
+            text = f"{text.rstrip()}\n\nThe answer is \\boxed{{{problem.answer}}}."
+        out.append(Trajectory(problem, text))
     return out
 
 
