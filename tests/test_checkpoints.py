@@ -193,7 +193,8 @@ def test_dto_recipe_runs_sampling_truncation_export_simpo_and_eval(tmp_path, tin
         return f"Step 1: add.\n\nStep 2: more.\n\nWait, check.\n\nThe answer is \\boxed{{{gold[problem]}}}."
 
     cfg = load_recipe("configs/recipes/dto.yaml", [f"out={tmp_path / 'dto'}", f"model={tiny_model_dir}", "backend=scripted",
-                                                  "train_problems=4", "test_problems=3", "samples=2"])
+                                                  "train_problems=4", "test_problems=3", "samples=2", "dto.dto.probes=2"])
+    assert cfg.dto.set["dto.probes"] == 2 and cfg.dto.set["dto.threshold"] == 0.75  # a stage key joins the YAML's
     fast = {"prompt.system": "", "prompt.few_shot": [], "verify.workers": 1}
     for stage in (cfg.sample, cfg.eval, cfg.dto):
         stage.set.update(fast)

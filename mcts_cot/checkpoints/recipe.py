@@ -117,4 +117,20 @@ def dto_table(result: dict) -> Grid:
 
 
 def load_recipe(path, overrides=None, **flags) -> DtoRecipe:
-    return load_config(DtoRecipe, path, overrides, **flags)
+    """The recipe from YAML, flags and `--set`; `--set STAGE.KEY=V` (KEY not `config` / `set`) goes into that
+    stage's overrides, e.g. `dto.dto.threshold=0.5` or `train.learning_rate=1.0e-5`."""
+    import yaml
+
+    stages = {f.name for f in dataclasses.fields(DtoRecipe) if f.type in (Stage, "Stage")}
+    plain, staged = [], []
+    for item in overrides or []:
+        key, _, raw = item.partition("=")
+        head, _, rest = key.strip().partition(".")
+        if head in stages and rest and rest.split(".")[0] not in ("config", "set"):
+            staged.append((head, rest, yaml.safe_load(raw)))
+        else:
+            plain.append(item)
+    cfg = load_config(DtoRecipe, path, plain, **flags)
+    for head, rest, value in staged:
+        getattr(cfg, head).set[rest] = value
+    return cfg
