@@ -77,13 +77,27 @@ def eos_token_ids(tokenizer, generation_config=None) -> set[int]:
 
 
 class Backend(Protocol):
-    """A generation engine. `generate` returns, per request, exactly `request.n` completions."""
+    """A generation engine. `generate` returns, per request, exactly `request.n` completions; `submit` /
+    `poll` / `cancel` are the same work one request at a time, for the continuous scheduler."""
 
     tokenizer: object
     stats: BackendStats
     per_request_seeds: bool  # each request is sampled with its own seed (not vLLM on CPU; see vllm_backend)
 
     def generate(self, requests: list[Request]) -> list[list[Completion]]: ...
+
+    def submit(self, request: Request) -> int:
+        """Queue one request; returns its id."""
+        ...
+
+    def poll(self) -> list[tuple[int, list[Completion]]]:
+        """Advance the engine (one step where it has steps) and return the requests that finished, as
+        (id, its `n` completions); empty when nothing finished yet."""
+        ...
+
+    def cancel(self, ids: list[int]) -> None:
+        """Drop queued or running requests: their slots go to the others at once."""
+        ...
 
     def reset(self) -> None:
         """Count afresh (stats, and the call number that unseeded requests derive their seed from), as a
@@ -92,3 +106,38 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class Queued:
+    """`submit` / `poll` / `cancel` for a backend that only has `generate`: a poll answers everything submitted
+    since the last poll in one `generate` call, so the continuous scheduler degrades to waves on it."""
+
+    _queued: dict[int, Request] | None = None
+    _last_id = 0
+
+    def submit(self, request: Request) -> int:
+        if self._queued is None:
+            self._queued = {}
+        self._last_id += 1
+        self._queued[self._last_id] = request
+        return self._last_id
+
+    def poll(self) -> list[tuple[int, list[Completion]]]:
+        queue, self._queued = self._queued or {}, None
+        return list(zip(queue, self.generate(list(queue.values())), strict=True))
+
+    def cancel(self, ids: list[int]) -> None:
+        for rid in ids:
+            (self._queued or {}).pop(rid, None)
+
+
+class QueuedGenerate(Queued):
+    """Any object with `generate` (a test double, a recording wrapper) seen through `Queued`."""
+
+    def __init__(self, backend):
+        self.generate = backend.generate
+
+
+def request_level(backend) -> Backend:
+    """`backend` if it has `submit` / `poll` / `cancel`, else its `generate` behind `Queued`."""
+    return backend if hasattr(backend, "submit") else QueuedGenerate(backend)

@@ -26,7 +26,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from mcts_cot.backends.base import BackendStats, Completion, Request, eos_token_ids, stable_seed, stop_end
+from mcts_cot.backends.base import BackendStats, Completion, Queued, Request, eos_token_ids, stable_seed, stop_end
 from mcts_cot.config import BackendConfig, ModelConfig
 from mcts_cot.models import load_tokenizer, resolve_dtype, resolve_model
 
@@ -76,7 +76,7 @@ class _StopOnGeneratedText(StoppingCriteria):
         return torch.tensor([stop_end(t, self.stops) is not None for t in tails], device=input_ids.device)
 
 
-class HFBackend:
+class HFBackend(Queued):
     """Generation with transformers `generate` on one device (CUDA when available, else CPU)."""
 
     def __init__(self, model: ModelConfig, backend: BackendConfig):

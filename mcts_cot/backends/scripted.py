@@ -4,6 +4,10 @@ A *script* maps (prompt text, sample index) to the text to return; the backend t
 tokenizer, cuts it at the first stop string (kept, as vLLM does with `include_stop_str_in_output`) and at
 `max_tokens`. The default script writes arithmetic-looking steps and, at random but reproducibly, a boxed
 answer, so a dry run exercises every part of the engine in seconds.
+
+Request by request (`submit` / `poll` / `cancel`), a poll finishes the requests that `order` picks from those
+queued, in the order it gives (default: all of them, first submitted first): a test passes a seeded shuffle
+that finishes a few at a time to show that the continuous scheduler's trees do not depend on timing.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Callable
 from mcts_cot.backends.base import BackendStats, Completion, Request, stop_end
 
 Script = Callable[[str, int], str]
+Order = Callable[[list[int]], list[int]]  # queued request ids -> those that finish at this poll, in order
 
 
 def default_script(prompt: str, index: int) -> str:
@@ -33,10 +38,28 @@ class ScriptedBackend:
 
     per_request_seeds = True  # deterministic: the same script gives the same text
 
-    def __init__(self, tokenizer, script: Script = default_script):
+    def __init__(self, tokenizer, script: Script = default_script, order: Order | None = None):
         self.tokenizer = tokenizer
         self.script = script
+        self.order = order
         self.stats = BackendStats()
+        self.queued: dict[int, Request] = {}
+        self.submitted = 0
+        self.cancelled: list[int] = []
+
+    def submit(self, request: Request) -> int:
+        self.submitted += 1
+        self.queued[self.submitted] = request
+        return self.submitted
+
+    def poll(self) -> list[tuple[int, list[Completion]]]:
+        ids = self.order(list(self.queued)) if self.order else list(self.queued)
+        return [(rid, self.generate([self.queued.pop(rid)])[0]) for rid in ids]
+
+    def cancel(self, ids: list[int]) -> None:
+        for rid in ids:
+            if self.queued.pop(rid, None) is not None:
+                self.cancelled.append(rid)
 
     def generate(self, requests: list[Request]) -> list[list[Completion]]:
         start = time.perf_counter()

@@ -34,6 +34,15 @@ class PooledBackend:
     def generate(self, requests: list[Request]) -> list[list[Completion]]:
         return self.engine.generate(requests)
 
+    def submit(self, request: Request) -> int:
+        return self.engine.submit(request)
+
+    def poll(self) -> list[tuple[int, list[Completion]]]:
+        return self.engine.poll()
+
+    def cancel(self, ids: list[int]) -> None:
+        self.engine.cancel(ids)
+
     def reset(self) -> None:
         self.engine.reset()
 

@@ -29,7 +29,8 @@ class BestOfN(Growth):
 
     pending = False  # a request is out and its completions not yet grown
 
-    def plan(self) -> list[Expansion]:
+    def plan(self, slots: int | None = None) -> list[Expansion]:
+        """One request at a time, whatever `slots` the scheduler offers: a tree's samples are drawn in order."""
         if self.pending or self.paused or self._spent():
             return []
         bon = self.cfg.best_of_n

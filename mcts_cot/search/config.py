@@ -97,7 +97,9 @@ class SearchConfig(GenerationConfig):
     top_p: float = option(0.9, "Nucleus mass of expansions (the paper: 0.9).", gt=0, le=1)
     rollout: Literal["none", "sample", "greedy"] = option("none", "From each new non-terminal node, also generate straight to an answer (kept as a real node), or not.")
     rollout_max_tokens: int = option(512, "Most tokens of one rollout.", ge=1)
-    concurrent_trees: int = option(64, "Trees grown at once; their requests share one backend call per wave.", ge=1)
+    concurrent_trees: int = option(64, "Trees grown at once; their requests share the backend's batch.", ge=1)
+    schedule: Literal["continuous", "waves"] = option("continuous", "continuous: a tree submits its next leaf as soon as one of its requests returns (the backend batches requests as they come); waves: every live tree sends its requests in one lock-step backend call and waits for the slowest.")
+    in_flight_per_tree: int | None = option(None, "continuous: most selected leaves a tree has in flight, k (null: selection.leaves_per_tree; rollouts ride along). With 1, the plain policy and no rollouts it grows the same trees as waves.", ge=1)
     seed: int = option(0, "Seed of selection tie-breaks and of every sampling request.", ge=0)
     out: str = option("runs/search", "Run dir (--out).")
 

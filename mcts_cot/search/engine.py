@@ -1,10 +1,11 @@
-"""The engine: many trees grown at once, in waves, over one backend and one verifier.
+"""The engine: many trees grown at once over one backend and one verifier, continuously or in waves.
 
-Each wave every live tree plans its requests (its strategy decides which), ALL requests of the wave go to one
-backend call (vLLM batches them), every new terminal is verified in one batch and scored, and a tree whose
-strategy says it is done is handed over at once, its slot going to the next problem. Under the run-level
-allocator (`allocator.py`) a group of problems grows together and a wave that nobody sends anything in is a
-checkpoint: the allocator closes trees or raises their grants.
+`schedule: continuous` (`scheduler.py`): each tree keeps `in_flight_per_tree` requests in flight and submits its
+next leaf as soon as one returns. `schedule: waves`: each wave every live tree plans its requests (its strategy
+decides which), ALL requests of the wave go to one backend call (vLLM batches them), every new terminal is
+verified in one batch and scored. Either way a tree whose strategy says it is done is handed over at once, its
+slot going to the next problem. Under the run-level allocator (`allocator.py`) a group of problems grows
+together and a step in which every tree waits is a checkpoint: the allocator closes trees or raises their grants.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from mcts_cot.search.best_of_n import BestOfN
 from mcts_cot.search.config import SearchConfig
 from mcts_cot.search.growth import TreeGrower
 from mcts_cot.search.mcts import TreeSearch
+from mcts_cot.search.scheduler import Continuous
 from mcts_cot.tree import STOPPED, Node, Tree
 from mcts_cot.verify import AnswerVerifier
 
@@ -36,8 +38,7 @@ class WaveReport:
 
 
 class Engine:
-    """Grows many trees of one strategy in lock-step waves over one backend (two with a critic model) and one
-    verifier."""
+    """Grows many trees of one strategy over one backend (two with a critic model) and one verifier."""
 
     def __init__(self, cfg: SearchConfig, backends: dict[str, Backend], verifier: AnswerVerifier, tokenizer):
         if cfg.strategy == "best_of_n":
@@ -46,12 +47,23 @@ class Engine:
         self.policy = make_policy(cfg.policy, tokenizer, cfg.seed)
         self.grower = STRATEGIES[cfg.strategy]
         self.waves = 0
+        k = cfg.in_flight_per_tree or cfg.selection.leaves_per_tree
+        self.scheduler = Continuous(self, k) if cfg.schedule == "continuous" else None
 
     def start(self, problem: Problem) -> TreeGrower:
         from mcts_cot.prompts import prompt_ids
 
         ids = prompt_ids(self.tok, self.cfg.prompt, problem.problem)
         return self.grower(problem, ids, self.tok.decode(ids), self.policy, self.cfg)
+
+    def step(self, live: list[TreeGrower]) -> WaveReport:
+        """One step of the configured schedule: a continuous poll or a lock-step wave."""
+        return self.scheduler.step(live) if self.scheduler else self.wave(live)
+
+    def drop(self, trees: list[Tree]) -> None:
+        """Trees finished from outside (allocator, global limits): their requests in flight are cancelled."""
+        if self.scheduler:
+            self.scheduler.drop(trees)
 
     def wave(self, live: list[TreeGrower]) -> WaveReport:
         """One wave: plan every live tree, generate in one call per backend, verify, back up."""
@@ -79,7 +91,7 @@ def _group(items: list, key) -> dict:
 
 
 def run_waves(engine: Engine, problems: list[Problem], on_finished, on_wave=None) -> dict:
-    """Keep up to `concurrent_trees` trees live (with the allocator: one group of problems at a time); finished
+    """Step the engine's schedule (continuous or waves) until every problem is done. Keep up to `concurrent_trees` trees live (with the allocator: one group of problems at a time); finished
     trees go to `on_finished` at once and free their slot. When every tree of a group waits for its grant, the
     allocator's checkpoint closes some and feeds the rest. Global token / wall-time limits stop the run and hand
     the live trees over as `stopped`: unfinished records that a resumed run grows again and export skips."""
@@ -98,13 +110,14 @@ def run_waves(engine: Engine, problems: list[Problem], on_finished, on_wave=None
             alloc.checkpoint(live)
         while not allocated and queue and len(live) < cfg.concurrent_trees:
             live.append(engine.start(queue.popleft()))
-        report = engine.wave(live)
+        report = engine.step(live)
         tokens += report.generated_tokens
         finished = report.finished
         live = _without(live, finished)
         if alloc and live and not report.requests:
             closed = alloc.checkpoint(live)
             finished += [ts.finish("success" if ts.stats["correct"] else "failure", why) for ts, why in closed]
+            engine.drop(finished)
             live = _without(live, finished)
         on_finished(finished)
         if allocated and not live:
@@ -117,7 +130,9 @@ def run_waves(engine: Engine, problems: list[Problem], on_finished, on_wave=None
         elif cfg.budget.max_wall_s is not None and elapsed >= cfg.budget.max_wall_s:
             stopped = f"global wall-time limit {cfg.budget.max_wall_s}s reached"
         if stopped:
-            on_finished([ts.finish(STOPPED, stopped) for ts in live])
+            stopped_trees = [ts.finish(STOPPED, stopped) for ts in live]
+            engine.drop(stopped_trees)
+            on_finished(stopped_trees)
             break
     return {"waves": engine.waves, "generated_tokens": tokens, "seconds": time.perf_counter() - start,
             "stopped": stopped, "unstarted": len(queue)}

@@ -35,8 +35,9 @@ class TreeGrower(Protocol):
     tree: Tree
     stats: Counter
 
-    def plan(self) -> list[Expansion]:
-        """The requests this tree sends now (empty: it waits, or has nothing left to expand)."""
+    def plan(self, slots: int | None = None) -> list[Expansion]:
+        """The requests this tree sends now (empty: it waits, or has nothing left to expand); `slots`: the most
+        requests it may have in flight (the continuous scheduler), None: one wave's worth."""
         ...
 
     def grow(self, exp: Expansion, completions: list[Completion]) -> list[Node]:

@@ -30,34 +30,44 @@ class TreeSearch(Growth):
         self.expanded: set[int] = set()
         self.exhausted: set[int] = set()
         self.virtual: Counter[int] = Counter()
+        self.busy: dict[int, int] = {}  # leaf id -> its requests in flight (selected leaves are never reselected)
+        self.paths: dict[int, list[int]] = {}  # leaf id -> the path its selection added virtual visits to
+        self.flying = 0  # requests planned and not yet grown
         self.rollout_queue: list[Node] = []
         self.idle = False
 
     # ---------------------------------------------------------------------------------- selection
 
-    def plan(self) -> list[Expansion]:
-        """This wave's requests: rollouts queued last wave, then up to `leaves_per_tree` selected leaves
-        (nothing while the tree waits for an allocator checkpoint)."""
+    def plan(self, slots: int | None = None) -> list[Expansion]:
+        """The requests to send now: rollouts queued by earlier results, then selected leaves, `leaves_per_tree`
+        of them (a wave) or until `slots` leaves are in flight (the continuous scheduler; leaves in flight keep
+        their virtual visits and are not selected again). Nothing while the tree waits for a checkpoint."""
         if self.paused:
             return []
-        self.virtual.clear()
+        if not self.flying:  # a wave, or nothing left in flight: no virtual visits, no busy leaves
+            self.virtual.clear()
+            self.busy.clear()
+            self.paths.clear()
         out = [self._rollout(node) for node in self.rollout_queue]
         self.rollout_queue = []
-        busy: set[int] = set()
-        for _ in range(self.cfg.selection.leaves_per_tree):
-            leaf = self._select(busy)
+        leaves = self.cfg.selection.leaves_per_tree if slots is None else slots - sum(n > 0 for n in self.busy.values())
+        for _ in range(leaves):
+            leaf = self._select()
             if leaf is None:
                 break
-            busy.add(leaf.id)
-            out += self._expand(leaf)
-        self.idle = not out
+            exps = self._expand(leaf)
+            self.busy[leaf.id] = len(exps)
+            out += exps
+        self.flying += len(out)
+        self.idle = not self.flying
         if out:
             self.stats["waves"] += 1
         return out
 
-    def _select(self, busy: set[int]) -> Node | None:
-        """Descend from the root through expanded nodes to an unexpanded one, adding virtual visits."""
-        nodes, expanded, exhausted = self.tree.nodes, self.expanded, self.exhausted
+    def _select(self) -> Node | None:
+        """Descend from the root through expanded nodes to an unexpanded one (never into a leaf whose
+        expansion is in flight), adding virtual visits along the path."""
+        nodes, expanded, exhausted, busy = self.tree.nodes, self.expanded, self.exhausted, self.busy
         node = self.tree.root
         path = [node.id]
         while node.id in expanded:
@@ -68,7 +78,19 @@ class TreeSearch(Growth):
             path.append(node.id)
         for i in path:
             self.virtual[i] += 1
+        self.paths[node.id] = path
         return node
+
+    def _land(self, exp: Expansion) -> None:
+        """One request is back: when its leaf has no request left in flight, its path loses its virtual visits."""
+        self.flying -= 1
+        leaf = exp.node.id
+        if exp.action == "rollout" or leaf not in self.busy:
+            return
+        self.busy[leaf] -= 1
+        if not self.busy[leaf]:
+            del self.busy[leaf]
+            self.virtual.subtract(self.paths.pop(leaf))
 
     def pick(self, parent: Node, kids: list[Node]) -> Node:
         """UCT or PUCT over `kids`; unvisited children first (UCT); exact ties broken by the tree's RNG."""
@@ -136,6 +158,7 @@ class TreeSearch(Growth):
     def grow(self, exp: Expansion, completions: list[Completion]) -> list[Node]:
         """Add the completions of one expansion as children (identical siblings merged); return the new
         terminal nodes, which the engine verifies and backs up."""
+        self._land(exp)
         parent = exp.node
         seen = {c.text for c in self.tree.children(parent) if c.kind == exp.action}
         terminals = []
