@@ -94,12 +94,14 @@ def slug(name: str) -> str:
 
 def arm_config(cfg: CompareConfig, keys: dict, arm: str, seed: int) -> SearchConfig:
     """The shared search config with the arm's strategy and budget: allocated arms spend `tokens_per_problem`
-    on average through the allocator, plain best-of-N exactly its share per problem."""
+    on average through the allocator, plain best-of-N exactly its share per problem. MCTS's own success rule
+    stops a tree at `yield_cap` correct ends, where the allocator would close it anyway."""
     allocated = arm != "best_of_n"
     return stage_config(SearchConfig, cfg.search, **{
         "model.name": cfg.model, "backend.name": cfg.backend, "seed": seed, **keys,
         "strategy": "mcts" if arm == "mcts" else "best_of_n", "best_of_n.wave": cfg.wave,
-        "allocator.enough_correct": cfg.yield_cap,
+        "allocator.enough_correct": cfg.yield_cap, "budget.success_correct": cfg.yield_cap,
+        "budget.success_correct_after_min": cfg.yield_cap,
         "allocator.tokens_per_problem": cfg.tokens_per_problem if allocated else None,
         "best_of_n.tokens_per_problem": None if allocated else cfg.tokens_per_problem})
 
