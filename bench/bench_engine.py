@@ -100,8 +100,9 @@ class TimedVerifier:
 
 def make_config(args) -> SearchConfig:
     base = Path(__file__).resolve().parents[1] / "configs" / "search" / "plain.yaml"
+    schedule = [f"schedule={args.schedule}"] if getattr(args, "schedule", None) else []
     return load_config(SearchConfig, base, [f"concurrent_trees={args.concurrent_trees}", "backend.name=scripted",
-                                            f"budget.max_rollouts={args.max_rollouts}"])
+                                            f"budget.max_rollouts={args.max_rollouts}", *schedule])
 
 
 def problems(count: int, seed: int = 0) -> list[Problem]:
@@ -162,6 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--problems", type=int, default=1024, help="problems searched (trees grown)")
     p.add_argument("--concurrent-trees", type=int, default=256)
     p.add_argument("--max-rollouts", type=int, default=128, help="per-tree give-up budget (plain.yaml: 128)")
+    p.add_argument("--schedule", choices=["continuous", "waves"], default=None, help="the engine's schedule (default: the config's)")
     p.add_argument("--tokenizer", default="smollm2-135m", help="tokenizer for prompts: a model alias/folder or 'byte'")
     p.add_argument("--no-real-verifier", action="store_true", help="skip run C (the math-verify pool)")
     p.add_argument("--verify-workers", type=int, default=2)

@@ -38,6 +38,8 @@ def read_answer(text: str) -> tuple[str | None, AnswerSource | None]:
     path goes on and the model can still state its answer). Such a step is not a terminal, so it never ends a
     path as a wrong answer.
     """
+    if "\\" not in text and "answer" not in text.lower():  # no box, no phrase: skip the scans (every new step)
+        return None, None
     for content, _ in reversed(boxes(text)):
         if content is not None:
             return (content.strip() or None), "boxed"

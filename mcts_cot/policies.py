@@ -108,7 +108,7 @@ class Policy:
         node.answer, node.answer_by = read_answer(node.text)
 
     def path_tokens(self, tree: Tree, node: Node) -> int:
-        return sum(len(n.token_ids) for n in tree.path(node))
+        return tree.path_tokens(node)
 
     def step_budget(self, tree: Tree, node: Node) -> int:
         return max(1, min(self.cfg.max_step_tokens, self.cfg.max_path_tokens - self.path_tokens(tree, node)))

@@ -30,3 +30,26 @@ def test_search_with_the_embedded_model_on_vllm(tmp_path):
         assert tree.root.N == sum(c.N for c in tree.children(tree.root))
     manifest = (out / "manifest.json").read_text()
     assert '"prefix_cache_hit_rate"' in manifest and '"complete"' in manifest
+
+
+def test_vllm_requests_one_by_one_and_cancelled():
+    """The request-level loop the continuous scheduler drives: a cancelled request never comes back, the
+    others come back with their n completions."""
+    from mcts_cot.backends.base import Request
+    from mcts_cot.backends.vllm_backend import VLLMBackend
+    from mcts_cot.config import BackendConfig, ModelConfig
+
+    backend = VLLMBackend(ModelConfig(name="smollm2-135m"), BackendConfig(name="vllm", cpu_kv_cache_gib=1))
+    try:
+        prompt = backend.tokenizer.encode("Count: 1, 2, 3,", add_special_tokens=False)
+        ids = [backend.submit(Request(prompt_ids=prompt, n=2, max_tokens=m, temperature=0.7)) for m in (8, 200, 16)]
+        backend.cancel([ids[1]])
+        got = {}
+        while len(got) < 2:
+            got.update(backend.poll())
+        assert set(got) == {ids[0], ids[2]}
+        assert [len(c) for c in got.values()] == [2, 2]
+        assert all(0 < len(c.token_ids) <= 16 for comps in got.values() for c in comps)
+        assert backend.poll() == []
+    finally:
+        backend.close()

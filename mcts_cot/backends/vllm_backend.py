@@ -1,7 +1,9 @@
 """The vLLM backend: one offline `vllm.LLM` engine, token-id prompts, prefix caching.
 
 Every request goes as `prompt_token_ids` with its own `SamplingParams` (its own n, stops and seed), all in
-ONE `generate` call, so vLLM batches a whole search wave. A request's seed is its own `Request.seed` or one
+ONE `generate` call, so vLLM batches a whole search wave; or request by request on the same engine's own
+add-request / step / abort loop (`submit` / `poll` / `cancel`, what `LLM.generate` itself runs), so the
+continuous scheduler adds a request to the running batch as soon as a tree asks for it. A request's seed is its own `Request.seed` or one
 derived from the backend seed, the call number and its index, so a run with the same config reproduces.
 On CPU, per-request seeds are NOT sent: when vLLM splits a prompt over two steps (chunked prefill, always on
 in V1, vllm#18547) it rewinds a seeded request's generator with `set_offset`, which only CUDA generators
@@ -47,6 +49,8 @@ class VLLMBackend:
         self.per_request_seeds = not cpu
         self.stats = BackendStats()
         self._calls = 0
+        self._running: dict[str, tuple[int, Request]] = {}  # vLLM request id -> (our id, request)
+        self._submitted = 0
         dtype = resolve_dtype(model.dtype, gpu=not cpu)
         memory = _cpu_memory_kwargs(path, dtype, backend) if cpu else {"gpu_memory_utilization": backend.gpu_memory_utilization}
         self.llm = LLM(
@@ -94,6 +98,43 @@ class VLLMBackend:
             results.append([self._completion(c) for c in sorted(out.outputs, key=lambda c: c.index)])
         self.stats.seconds += time.perf_counter() - start
         return results
+
+    def submit(self, request: Request) -> int:
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        self._submitted += 1
+        params = self._params(request, self._submitted)
+        params.output_kind = RequestOutputKind.FINAL_ONLY  # one output per request, when all n samples are done
+        key = f"mcts-{self._submitted}"
+        self.llm.llm_engine.add_request(key, TokensPrompt(prompt_token_ids=list(request.prompt_ids)), params)
+        self._running[key] = (self._submitted, request)
+        return self._submitted
+
+    def poll(self) -> list[tuple[int, list[Completion]]]:
+        """One engine step (a batch of decode and prefill tokens); the requests it finished."""
+        if not self._running:
+            return []
+        start = time.perf_counter()
+        results = []
+        for out in self.llm.llm_engine.step():
+            if not out.finished or out.request_id not in self._running:
+                continue
+            rid, req = self._running.pop(out.request_id)
+            self.stats.requests += 1
+            self.stats.prompt_tokens += len(req.prompt_ids)
+            self.stats.cached_prompt_tokens += out.num_cached_tokens or 0
+            results.append((rid, [self._completion(c) for c in sorted(out.outputs, key=lambda c: c.index)]))
+        self.stats.seconds += time.perf_counter() - start
+        return results
+
+    def cancel(self, ids: list[int]) -> None:
+        wanted = set(ids)
+        keys = [key for key, (rid, _) in self._running.items() if rid in wanted]
+        for key in keys:
+            del self._running[key]
+        if keys:
+            self.llm.llm_engine.abort_request(keys)
 
     def _completion(self, out) -> Completion:
         ids = list(out.token_ids)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from mcts_cot.backends.base import Backend
 from mcts_cot.policies import make_policy
 from mcts_cot.problems import Problem
+from mcts_cot.prompts import Prompter
 from mcts_cot.search import best_of_n
 from mcts_cot.search.allocator import Allocator
 from mcts_cot.search.best_of_n import BestOfN
@@ -45,15 +46,14 @@ class Engine:
             best_of_n.check(cfg)
         self.cfg, self.backends, self.verifier, self.tok = cfg, backends, verifier, tokenizer
         self.policy = make_policy(cfg.policy, tokenizer, cfg.seed)
+        self.prompter = Prompter(tokenizer, cfg.prompt)
         self.grower = STRATEGIES[cfg.strategy]
         self.waves = 0
         k = cfg.in_flight_per_tree or cfg.selection.leaves_per_tree
         self.scheduler = Continuous(self, k) if cfg.schedule == "continuous" else None
 
     def start(self, problem: Problem) -> TreeGrower:
-        from mcts_cot.prompts import prompt_ids
-
-        ids = prompt_ids(self.tok, self.cfg.prompt, problem.problem)
+        ids = self.prompter(problem.problem)
         return self.grower(problem, ids, self.tok.decode(ids), self.policy, self.cfg)
 
     def step(self, live: list[TreeGrower]) -> WaveReport:

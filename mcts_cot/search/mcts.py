@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from collections import Counter
 
 from mcts_cot.backends.base import Completion, Request, stable_seed
 from mcts_cot.policies import Expansion, StepPolicy
@@ -29,10 +28,11 @@ class TreeSearch(Growth):
         self.rng = random.Random(self.seed)
         self.expanded: set[int] = set()
         self.exhausted: set[int] = set()
-        self.virtual: Counter[int] = Counter()
+        self.virtual: dict[int, int] = {}  # node id -> virtual visits of leaves in flight below it
         self.busy: dict[int, int] = {}  # leaf id -> its requests in flight (selected leaves are never reselected)
         self.paths: dict[int, list[int]] = {}  # leaf id -> the path its selection added virtual visits to
         self.flying = 0  # requests planned and not yet grown
+        self.leaves_out = 0  # selected leaves with requests in flight
         self.rollout_queue: list[Node] = []
         self.idle = False
 
@@ -48,15 +48,17 @@ class TreeSearch(Growth):
             self.virtual.clear()
             self.busy.clear()
             self.paths.clear()
+            self.leaves_out = 0
         out = [self._rollout(node) for node in self.rollout_queue]
         self.rollout_queue = []
-        leaves = self.cfg.selection.leaves_per_tree if slots is None else slots - sum(n > 0 for n in self.busy.values())
+        leaves = self.cfg.selection.leaves_per_tree if slots is None else slots - self.leaves_out
         for _ in range(leaves):
             leaf = self._select()
             if leaf is None:
                 break
             exps = self._expand(leaf)
             self.busy[leaf.id] = len(exps)
+            self.leaves_out += bool(exps)
             out += exps
         self.flying += len(out)
         self.idle = not self.flying
@@ -76,8 +78,9 @@ class TreeSearch(Growth):
                 return None
             node = self.pick(node, kids)
             path.append(node.id)
+        virtual = self.virtual
         for i in path:
-            self.virtual[i] += 1
+            virtual[i] = virtual.get(i, 0) + 1
         self.paths[node.id] = path
         return node
 
@@ -90,24 +93,27 @@ class TreeSearch(Growth):
         self.busy[leaf] -= 1
         if not self.busy[leaf]:
             del self.busy[leaf]
-            self.virtual.subtract(self.paths.pop(leaf))
+            self.leaves_out -= 1
+            virtual = self.virtual
+            for i in self.paths.pop(leaf):
+                virtual[i] -= 1
 
     def pick(self, parent: Node, kids: list[Node]) -> Node:
         """UCT or PUCT over `kids`; unvisited children first (UCT); exact ties broken by the tree's RNG."""
-        virtual = self.virtual
-        visits = [c.N + virtual[c.id] for c in kids]
+        get = self.virtual.get
+        visits = [c.N + get(c.id, 0) for c in kids]
         sel = self.cfg.selection
-        n_parent = max(1, parent.N + virtual[parent.id])
+        n_parent = max(1, parent.N + get(parent.id, 0))
         if sel.rule == "uct":
             if 0 in visits:
-                return self.rng.choice([c for c, v in zip(kids, visits, strict=True) if v == 0])
-            explore = 2 * math.log(n_parent)
-            scores = [c.W / v + sel.c * math.sqrt(explore / v) for c, v in zip(kids, visits, strict=True)]
+                return self.rng.choice([c for c, v in zip(kids, visits) if v == 0])
+            explore, c_, sqrt = 2 * math.log(n_parent), sel.c, math.sqrt
+            scores = [c.W / v + c_ * sqrt(explore / v) for c, v in zip(kids, visits)]
         else:
             scores = [(c.W / v if v else 0.0) + sel.c * p * math.sqrt(n_parent) / (1 + v)
                       for c, v, p in zip(kids, visits, self._priors(kids), strict=True)]
-        best = max(scores)
-        return self.rng.choice([c for c, s in zip(kids, scores, strict=True) if s >= best - 1e-12])
+        best = max(scores) - 1e-12
+        return self.rng.choice([c for c, s in zip(kids, scores) if s >= best])
 
     def _priors(self, kids: list[Node]) -> list[float]:
         logits = [c.logprob / max(1, len(c.token_ids)) ** self.cfg.selection.length_penalty for c in kids]

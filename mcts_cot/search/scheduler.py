@@ -146,8 +146,9 @@ class Continuous:
             if not lane.flights or lane.flights[0].completions is None:
                 return
             flight = lane.flights.popleft()
-            self.tokens += sum(len(c.token_ids) for c in flight.completions)
+            spent = ts.stats["generated_tokens"]
             terminals = ts.grow(flight.exp, flight.completions)
+            self.tokens += ts.stats["generated_tokens"] - spent
             for node in terminals:
                 if node.terminal != "answer":
                     ts.score(node, "no_answer")
