@@ -44,7 +44,7 @@ class LoopConfig:
     search: Stage = section(lambda: Stage(set={
         "budget.success_correct": 4, "budget.min_rollouts": 8, "budget.success_correct_after_min": 2,
         "budget.max_rollouts": 16, "policy.max_path_tokens": 384, "policy.max_depth": 8,
-        "allocator.tokens_per_problem": 1024, "allocator.group": 24, "allocator.enough_correct": 4,
+        "allocator.tokens_per_problem": 1024, "allocator.group": 24, "allocator.step_tokens": 512, "allocator.enough_correct": 4,
         "selection.width": "adaptive"}),
         "The search stage (SearchConfig). model, backend, problems and out are set by the loop.")
     export: Stage = section(lambda: Stage(set={
