@@ -315,6 +315,20 @@ class BackendConfig:
 
 
 @dataclasses.dataclass
+class RayConfig:
+    """Where a search or an eval runs: one process (the default), or engine actors on a Ray cluster, one per GPU
+    (or per tensor-parallel group), fed from one queue by this process, which alone writes the output dir.
+    Placement only: a run's results do not depend on these keys (a search resumes under other values)."""
+
+    address: str | None = option(None, "null: one process, no Ray; local: start a Ray cluster on this machine; auto: join the cluster `ray start` made; else a cluster address (host:6379 or ray://host:10001). --ray [ADDRESS] sets it.")
+    actors: int | None = option(None, "Engine actors; null = the cluster's GPUs / gpus_per_actor (one on a cluster without GPUs).", ge=1)
+    gpus_per_actor: float | None = option(None, "GPUs each engine actor holds; null = backend.tensor_parallel_size on a cluster with GPUs (0 with the scripted backend or without GPUs).", ge=0)
+    cpus_per_actor: float = option(1.0, "CPUs each engine actor holds (Ray's scheduling unit; the verifier pool runs inside the actor).", ge=0)
+    critic_actors: int = option(1, "search with critic_model: actors serving the critic, shared by the engine actors.", ge=1)
+    max_replacements: int | None = option(None, "Fresh actors started in place of ones that died; null = as many as there are actors. The dead actor's unfinished work goes back to the queue.", ge=0)
+
+
+@dataclasses.dataclass
 class SamplingConfig:
     """How each answer is sampled."""
 

@@ -23,6 +23,7 @@ from rich.console import Console
 from mcts_cot.backends import BackendFactory, make_backend
 from mcts_cot.config import (
     GenerationConfig,
+    RayConfig,
     SamplingConfig,
     config_hash,
     option,
@@ -43,7 +44,8 @@ class EvalConfig(GenerationConfig):
     sampling: SamplingConfig = section(SamplingConfig, "Samples per problem and how they are drawn.")
     stop: list[str] = option([], "Stop strings; none by default, so every sample is a full answer.")
     k: int | None = option(None, "k of pass@k and maj@k; default sampling.n.", ge=1)
-    chunk: int = option(64, "Problems per backend call (the progress bar moves once per chunk).", ge=1)
+    chunk: int = option(64, "Problems per backend call (the progress bar moves once per chunk; with Ray, spread over the actors: give each a few dozen).", ge=1)
+    ray: RayConfig = section(RayConfig, "Engine actors on a Ray cluster (--ray); off by default.")
     out: str = option("runs/eval", "Output directory (the --out flag overrides it).")
 
 
@@ -178,6 +180,10 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path | None = None, console: Consol
     samples_path.unlink(missing_ok=True)
     console = console or Console(stderr=True)
     start = time.perf_counter()
+    if cfg.ray.address is not None:
+        from mcts_cot.ray_pool import ray_backends
+
+        backends = ray_backends(cfg.ray, backends)
     backend = backends(cfg.model, cfg.backend)
     rows: list[dict] = []
     try:
@@ -265,7 +271,7 @@ def _manifest(cfg: EvalConfig, summary: dict, stats, load_report) -> dict:
 
     return {
         "command": "eval", "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config_hash": config_hash(cfg, exclude=("out",)), "model_path": resolve_model(cfg.model.name),
+        "config_hash": config_hash(cfg, exclude=("out", "ray")), "model_path": resolve_model(cfg.model.name),
         "versions": package_versions(),
         "counts": {"problems": summary["problem_count"], "samples": summary["sample_count"],
                    "skipped_rows": len(load_report.skipped)},

@@ -42,7 +42,10 @@ def run_search(cfg: SearchConfig, shard: tuple[int, int] | None = None, overwrit
         problems = problems[shard[0]::shard[1]]
     with RunDir(cfg.out, search_hash(cfg), shard, overwrite) as run:
         save_config(cfg, run.path)
-        return _search(cfg, run, problems, load_report, dry_run, console or Console(stderr=True), backends)
+        search = _search
+        if cfg.ray.address is not None:  # engine actors on Ray grow the trees; this process writes them
+            from mcts_cot.ray_search import search
+        return search(cfg, run, problems, load_report, dry_run, console or Console(stderr=True), backends)
 
 
 def _search(cfg: SearchConfig, run: RunDir, problems, load_report, dry_run: bool, console: Console,

@@ -71,6 +71,7 @@ def stage_config(cls: type, stage: Stage, **fixed: Any) -> Any:
 
 
 TIME_KEYS = ("max_wall_s",)  # a time box's limits: a finished stage made under another one is still the same stage
+PLACEMENT_KEYS = ("ray",)  # where a stage ran (one process or Ray actors) does not change its output
 
 
 def same_config(out: Path, cfg: Any, marker: str) -> bool:
@@ -82,7 +83,8 @@ def same_config(out: Path, cfg: Any, marker: str) -> bool:
     except yaml.YAMLError:
         return False
     ours = yaml.safe_load(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
-    return {k: v for k, v in saved.items() if k not in TIME_KEYS} == {k: v for k, v in ours.items() if k not in TIME_KEYS}
+    ignored = TIME_KEYS + PLACEMENT_KEYS
+    return {k: v for k, v in saved.items() if k not in ignored} == {k: v for k, v in ours.items() if k not in ignored}
 
 
 class Runner:

@@ -13,6 +13,7 @@ from typing import Literal
 from mcts_cot.config import (
     GenerationConfig,
     ProblemsConfig,
+    RayConfig,
     option,
     section,
 )
@@ -101,9 +102,10 @@ class SearchConfig(GenerationConfig):
     schedule: Literal["continuous", "waves"] = option("continuous", "continuous: a tree submits its next leaf as soon as one of its requests returns (the backend batches requests as they come); waves: every live tree sends its requests in one lock-step backend call and waits for the slowest.")
     in_flight_per_tree: int | None = option(None, "continuous: most selected leaves a tree has in flight, k (null: selection.leaves_per_tree; rollouts ride along). With 1, the plain policy and no rollouts it grows the same trees as waves.", ge=1)
     seed: int = option(0, "Seed of selection tie-breaks and of every sampling request.", ge=0)
+    ray: RayConfig = section(RayConfig, "Engine actors on a Ray cluster (--ray); off by default.")
     out: str = option("runs/search", "Run dir (--out).")
 
 
 # Keys that may change between a run and its resumption without changing what a tree becomes.
 RESUMABLE_KEYS = ("problems.limit", "budget.max_total_tokens", "budget.max_wall_s", "allocator.wall_s", "concurrent_trees",
-                  "backend.gpu_memory_utilization", "backend.cpu_kv_cache_gib", "backend.batch_size", "verify.workers", "out")
+                  "backend.gpu_memory_utilization", "backend.cpu_kv_cache_gib", "backend.batch_size", "verify.workers", "ray", "out")
