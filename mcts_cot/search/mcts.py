@@ -100,10 +100,15 @@ class TreeSearch(Growth):
 
     def pick(self, parent: Node, kids: list[Node]) -> Node:
         """UCT or PUCT over `kids`; unvisited children first (UCT); exact ties broken by the tree's RNG."""
-        get = self.virtual.get
-        visits = [c.N + get(c.id, 0) for c in kids]
+        virtual = self.virtual
+        if virtual:
+            get = virtual.get
+            visits = [c.N + get(c.id, 0) for c in kids]
+            n_parent = max(1, parent.N + get(parent.id, 0))
+        else:  # the first leaf of a plan: no virtual visits yet
+            visits = [c.N for c in kids]
+            n_parent = max(1, parent.N)
         sel = self.cfg.selection
-        n_parent = max(1, parent.N + get(parent.id, 0))
         if sel.rule == "uct":
             if 0 in visits:
                 return self.rng.choice([c for c, v in zip(kids, visits) if v == 0])
