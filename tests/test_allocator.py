@@ -152,3 +152,14 @@ def test_wall_budget_starts_no_group_that_would_not_fit(tmp_path, tiny_model_dir
     run_search(config(tmp_path, tiny_model_dir, "parts", "allocator.group=2"), backends=factory)
     run_search(config(tmp_path, tiny_model_dir, "whole", "allocator.group=2"), backends=factory)
     assert tree_records(tmp_path / "parts") == tree_records(tmp_path / "whole")
+
+
+@pytest.mark.parametrize("rollout", ["sample", "greedy"])
+def test_rollouts_spend_through_the_allocator(tmp_path, tiny_model_dir, rollout):
+    """rollout: every new step also gets a rollout to an answer (a real node); its tokens count against the
+    tree's grant, so the run stays within its budget plus one request per tree."""
+    run_search(config(tmp_path, tiny_model_dir, "r", f"rollout={rollout}", "policy.children=2"), backends=scripted_factory(script))
+    got = trees(tmp_path / "r")
+    assert any(n.kind == "rollout" for t in got.values() for n in t.nodes)
+    assert sum(t.stats["generated_tokens"] for t in got.values()) <= 150 * 6 + 6 * 2 * 384
+    assert all(t.stats.get("checkpoints") for t in got.values())
