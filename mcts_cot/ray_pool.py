@@ -86,6 +86,10 @@ class ActorSlots:
         self.left = count if replacements is None else replacements
         self.deaths: list[str] = []
 
+    def ready(self) -> None:
+        """Wait until every actor has built its engine (an engine that cannot start is the run's error here)."""
+        import_ray().get([self.actors[i].__ray_ready__.remote() for i in self.live()])
+
     def live(self) -> list[int]:
         return [i for i, a in enumerate(self.actors) if a is not None]
 
@@ -112,20 +116,22 @@ class ActorSlots:
 def dispatch(slots: ActorSlots, units: list, call: Callable, on_done: Callable, per_actor: int,
              on_death: Callable[[int, str], None] | None = None) -> None:
     """Run every unit: `call(actor, unit)` returns a Ray ref, at most `per_actor` in flight per actor, the next
-    unit going to whichever actor frees up first. `on_done(unit, result, slot)` gets each result as it comes.
-    A unit whose actor died goes back to the front of the queue, and the actor is replaced (once per death);
-    any other error is the run's error."""
+    unit going to the least loaded actor (whichever frees up first). `on_done(unit, result, slot)` gets each
+    result as it comes. A unit whose actor died goes back to the front of the queue, and the actor is replaced
+    (once per death); an actor that cannot start, and any other error, is the run's error."""
     ray = import_ray()
     from ray.exceptions import RayActorError
 
     queue, flying = deque(units), {}  # ref -> (slot, generation, unit)
     load = [0] * len(slots.actors)
     while queue or flying:
-        for slot in slots.live():
-            while queue and load[slot] < per_actor:
-                unit = queue.popleft()
-                flying[call(slots.actors[slot], unit)] = (slot, slots.generation[slot], unit)
-                load[slot] += 1
+        while queue:
+            slot = min(slots.live(), key=lambda i: load[i])  # the least loaded: a short run spreads over all
+            if load[slot] >= per_actor:
+                break
+            unit = queue.popleft()
+            flying[call(slots.actors[slot], unit)] = (slot, slots.generation[slot], unit)
+            load[slot] += 1
         ready, _ = ray.wait(list(flying), num_returns=1)
         slot, generation, unit = flying.pop(ready[0])
         current = generation == slots.generation[slot]  # else its actor was replaced since

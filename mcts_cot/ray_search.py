@@ -188,6 +188,7 @@ def search(cfg: SearchConfig, run: RunDir, problems: list[Problem], load_report,
     slots = critics = None
     try:
         slots, critics = start_actors(cfg, make)
+        slots.ready()  # the clock and the progress line start once the engines are up
         driver = _Driver(cfg, run, tally, done, slots, console)
         with progress_bar(console) as bar:
             driver.bar, driver.task = bar, bar.add_task("search", total=len(problems), completed=len(done), info="")

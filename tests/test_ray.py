@@ -61,6 +61,19 @@ def test_a_ray_run_equals_a_single_process_run(tmp_path, tiny_model_dir, cluster
     assert manifest["generated_tokens"] > 0 and manifest["ray"]["driver_cpu_ms_per_tree"] > 0
 
 
+def test_a_critic_model_on_its_own_actor_grows_the_single_process_trees(tmp_path, tiny_model_dir, cluster, tree_records):
+    def config(name: str, *sets: str) -> SearchConfig:
+        return load_config(SearchConfig, "configs/search/marco.yaml", [
+            f"out={tmp_path / name}", f"model.name={tiny_model_dir}", f"critic_model={tiny_model_dir}",
+            "backend.name=scripted", "problems.source=builtin:arithmetic:4", "verify.workers=1",
+            "budget.max_rollouts=4", "concurrent_trees=2", *sets])
+
+    run_search(config("one"), backends=scripted_factory())
+    manifest = run_search(config("ray", *on_ray(cluster, 1)), backends=scripted_factory())
+    assert manifest["status"] == "complete" and manifest["ray"]["trees_per_actor"] == [4]
+    assert tree_records(tmp_path / "ray") == tree_records(tmp_path / "one")
+
+
 class DyingBackend(ScriptedBackend):
     """Kills its actor's process at its `after`-th poll, in the first actor to claim `marker`."""
 
