@@ -190,3 +190,19 @@ def test_a_bare_ray_flag_means_a_local_cluster():
     assert bare_ray(["search", "--ray"]) == ["search", "--ray", "local"]
     assert bare_ray(["search", "--ray", "--out", "x"]) == ["search", "--ray", "local", "--out", "x"]
     assert bare_ray(["search", "--ray", "auto"]) == ["search", "--ray", "auto"]
+
+
+def test_placement_follows_the_cluster_and_a_loop_stage_hands_its_factory_to_the_actors(cluster):
+    from mcts_cot.config import BackendConfig, RayConfig
+    from mcts_cot.loop.engines import EnginePool
+    from mcts_cot.ray_pool import factory_for_actors, placement
+
+    assert placement(RayConfig(address=cluster), BackendConfig(name="vllm", tensor_parallel_size=2)) == (
+        1, {"num_gpus": 0.0, "num_cpus": 1.0})  # no GPUs here: one actor on CPUs
+    with pytest.raises(UserError, match="1 actors × \\(1 GPUs"):
+        placement(RayConfig(address=cluster, gpus_per_actor=1), BackendConfig(name="vllm"))
+    closed = []
+    make = scripted_factory()
+    pool = EnginePool(make)
+    pool.engines["k"] = type("Engine", (), {"close": lambda self: closed.append(True)})()
+    assert factory_for_actors(pool) is make and closed == [True] and not pool.engines
