@@ -184,9 +184,9 @@ def search(cfg: SearchConfig, run: RunDir, problems: list[Problem], load_report,
     stats = BackendStats()
     backends = {"main": SimpleNamespace(stats=stats)}
     run.write_manifest(_manifest(cfg, run, tally, backends, load_report, extra={"status": "running"}))
-    connected = connect(cfg.ray)
-    slots = critics = None
+    connected, slots, critics = False, None, None
     try:
+        connected = connect(cfg.ray)
         slots, critics = start_actors(cfg, make)
         slots.ready()  # the clock and the progress line start once the engines are up
         driver = _Driver(cfg, run, tally, done, slots, console)

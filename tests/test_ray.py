@@ -182,6 +182,7 @@ def test_settings_a_ray_run_cannot_honour_are_one_line_errors(tmp_path, tiny_mod
     with pytest.raises(UserError, match="do not fit the cluster's 0 GPUs and 2 CPUs"):
         run_search(search_config(tmp_path, tiny_model_dir, "big", *on_ray(cluster, 8), "ray.cpus_per_actor=1"),
                    backends=scripted_factory())
+    assert orjson.loads((tmp_path / "big" / "manifest.json").read_bytes())["status"] == "failed"
 
 
 def test_a_bare_ray_flag_means_a_local_cluster():
