@@ -107,9 +107,15 @@ class ActorSlots:
             raise UserError(f"ray: every engine actor died ({'; '.join(self.deaths[-3:])})")
 
     def close(self) -> None:
+        """Let each actor shut its engine down (a vLLM engine frees its GPU and its own processes), then end it."""
         ray = import_ray()
-        for actor in self.live():
-            ray.kill(self.actors[actor], no_restart=True)
+        live = [self.actors[i] for i in self.live()]
+        try:
+            ray.get([actor.close.remote() for actor in live], timeout=120)
+        except Exception:  # best effort: an actor that is dead or hangs is killed below all the same
+            pass
+        for actor in live:
+            ray.kill(actor, no_restart=True)
         self.actors = [None] * len(self.actors)
 
 
@@ -169,6 +175,9 @@ class BackendActor:
 
     def stats(self) -> BackendStats:
         return self.backend.stats
+
+    def close(self) -> None:
+        self.backend.close()
 
 
 def _minus(after: BackendStats, before: BackendStats) -> BackendStats:

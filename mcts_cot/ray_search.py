@@ -75,6 +75,11 @@ class EngineActor:
         """The main backend's counts and the engine's steps."""
         return self.backends["main"].stats, self.engine.waves
 
+    def close(self) -> None:
+        for backend in self.backends.values():
+            backend.close()
+        self.verifier.close()
+
     def _run(self) -> None:
         try:
             self._groups() if self.cfg.allocator.tokens_per_problem is not None else self._trees()
