@@ -10,6 +10,7 @@ Intervals are 95% percentile bootstraps over problems (paired where two arms ran
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -73,6 +74,20 @@ def at_checkpoint(trees: Sequence[Tree], k: int, reward: Callable[[str], float])
     return [truncated(t, n, reward) for t, (_, n) in zip(trees, states, strict=True)], sum(s[0] for s in states)
 
 
+def nearest_share(trees: Sequence[Tree], tokens: float, wave: int, reward: Callable[[str], float]) -> tuple[list[Tree], int]:
+    """`at_share` at the per-problem share whose read-back total is nearest `tokens` (a share draws whole waves,
+    so share = tokens / problems would overshoot by up to a wave per problem)."""
+    lo, hi = 0, max((t.stats.get("generated_tokens", 0) for t in trees), default=0) + 1
+    while lo < hi:  # the largest share whose total stays at or below `tokens`
+        mid = (lo + hi + 1) // 2
+        if at_share(trees, mid, wave, reward)[1] <= tokens:
+            lo = mid
+        else:
+            hi = mid - 1
+    below, above = at_share(trees, lo, wave, reward), at_share(trees, lo + 1, wave, reward)
+    return min(below, above, key=lambda cut: abs(cut[1] - tokens))
+
+
 def at_share(trees: Sequence[Tree], share: int, wave: int, reward: Callable[[str], float]) -> tuple[list[Tree], int]:
     """A best-of-N run's trees as a run with `tokens_per_problem = share` would have drawn them: `wave` samples
     at a time while the tree had generated less than `share` tokens."""
@@ -98,11 +113,18 @@ def bootstrap(values: Sequence[float], stat: Callable[[list[float]], float] = su
 
 
 def paired_ratio(a: Sequence[float], b: Sequence[float], n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Σa / Σb and its 95% interval, problems resampled in pairs (a[i] and b[i] are the same problem)."""
+    """Σa / Σb and its 95% interval, problems resampled in pairs (a[i] and b[i] are the same problem); a
+    resample with Σb = 0 counts as infinite (nan when Σa is 0 too, left out)."""
     rng = random.Random(seed)
     draws = []
     for _ in range(n):
         idx = [rng.randrange(len(a)) for _ in a]
-        draws.append(sum(a[i] for i in idx) / max(1e-9, sum(b[i] for i in idx)))
-    draws.sort()
-    return sum(a) / max(1e-9, sum(b)), draws[int(0.025 * n)], draws[int(0.975 * n) - 1]
+        draws.append(_ratio(sum(a[i] for i in idx), sum(b[i] for i in idx)))
+    draws = sorted(d for d in draws if not math.isnan(d)) or [math.nan]
+    return _ratio(sum(a), sum(b)), draws[int(0.025 * len(draws))], draws[max(0, int(0.975 * len(draws)) - 1)]
+
+
+def _ratio(a: float, b: float) -> float:
+    if b:
+        return a / b
+    return math.inf if a else math.nan

@@ -3,6 +3,8 @@ one growing run equal runs with those smaller budgets, and `compare-bon` gives i
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from test_allocator import PROBLEMS, script
 
@@ -19,6 +21,7 @@ from mcts_cot.yields import (
     bootstrap,
     checkpoints,
     distinct_correct,
+    nearest_share,
     normalise,
     paired_ratio,
 )
@@ -62,6 +65,8 @@ def test_bootstrap_and_paired_ratio_intervals_contain_the_estimate_and_narrow_wi
     assert small[0] < 18 < small[1] and large[0] < 1.5 < large[1] and large[1] - large[0] < 0.2
     ratio, lo, hi = paired_ratio([2, 2, 4, 4] * 10, [1, 1, 2, 2] * 10)
     assert ratio == 2.0 and lo == hi == 2.0  # every problem has ratio 2: no spread
+    ratio, lo, hi = paired_ratio([1, 0, 0, 0], [0, 0, 0, 1])
+    assert ratio == 1.0 and lo == 0.0 and hi == math.inf  # resamples without best-of-N's problem: infinite
 
 
 def config(tmp_path, model, name: str, *sets: str) -> SearchConfig:
@@ -100,6 +105,11 @@ def test_a_best_of_n_share_read_back_equals_a_run_with_that_share(tmp_path, tiny
     small = ordered(tmp_path / "small")
     assert tokens == sum(t.stats["generated_tokens"] for t in small)
     assert [t.to_record()["nodes"] for t in cut] == [t.to_record()["nodes"] for t in small]
+    # the share whose total is nearest a target: never further from it than share = target / problems
+    big = ordered(tmp_path / "big")
+    for target in (150, 400, 700):
+        naive = at_share(big, round(target / len(big)), 2, score)[1]
+        assert abs(nearest_share(big, target, 2, score)[1] - target) <= abs(naive - target)
 
 
 def test_compare_gives_the_three_arms_equal_tokens_and_trains_on_two(tmp_path, tiny_model_dir):

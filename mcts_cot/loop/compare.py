@@ -29,7 +29,7 @@ from mcts_cot.loop.stages import Runner, Stage, builtin_problems, read_json, sta
 from mcts_cot.search import SearchConfig
 from mcts_cot.store import iter_trees
 from mcts_cot.tree import Tree
-from mcts_cot.yields import at_checkpoint, at_share, bootstrap, checkpoints, distinct_correct, paired_ratio
+from mcts_cot.yields import at_checkpoint, bootstrap, checkpoints, distinct_correct, nearest_share, paired_ratio
 
 ARMS = ("mcts", "best_of_n_allocated", "best_of_n")
 SETS = {
@@ -115,7 +115,7 @@ def grow(runner: Runner, cfg: CompareConfig, name: str, keys: dict, arm: str, se
 def read_budgets(cfg: CompareConfig, dirs: dict[str, Path]) -> dict[str, Any]:
     """Every arm at `budgets` equal-token points: the MCTS run's checkpoints nearest to evenly spaced targets
     (or, without an MCTS arm, the targets themselves); the other allocated arm at its nearest checkpoint; plain
-    best-of-N cut to exactly those tokens."""
+    best-of-N at the per-problem share whose total is nearest."""
     from mcts_cot.export import ExportConfig
 
     ecfg = stage_config(ExportConfig, cfg.export)
@@ -134,7 +134,7 @@ def read_budgets(cfg: CompareConfig, dirs: dict[str, Path]) -> dict[str, Any]:
         row = {}
         for arm, arm_trees in trees.items():
             if arm == "best_of_n":
-                cut, spent = at_share(arm_trees, round(tokens / problems), cfg.wave, score)
+                cut, spent = nearest_share(arm_trees, tokens, cfg.wave, score)
             else:
                 k = _nearest(curves[arm], tokens)[1]
                 cut, spent = at_checkpoint(arm_trees, k, score)

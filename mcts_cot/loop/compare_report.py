@@ -13,6 +13,13 @@ from mcts_cot.yields import bootstrap
 LABELS = {"mcts": "MCTS", "best_of_n_allocated": "best-of-N, allocated", "best_of_n": "best-of-N"}
 
 
+def _x(ratio: tuple[float, float, float]) -> str:
+    """A ratio with its interval; ∞ where best-of-N found nothing, n/a where neither did."""
+    def f(v: float) -> str:
+        return "∞" if v == float("inf") else ("n/a" if v != v else f"{v:.2f}")
+    return f"{f(ratio[0])}× [{f(ratio[1])}–{f(ratio[2])}]"
+
+
 def _ci(value: float, ci: tuple[float, float], fmt: str = "{:.0f}") -> str:
     return f"{fmt.format(value)} [{fmt.format(ci[0])}–{fmt.format(ci[1])}]"
 
@@ -29,11 +36,11 @@ def compare_table(result: dict[str, Any], cap: int) -> Grid:
                 ratio = row.get(f"mcts_over_{arm}")
                 table.add_row(name, f"{j}/{len(data['budgets'])}", LABELS[arm], m["tokens"], _ci(m["yield"], m["yield_ci"]),
                               f"{m['solved']}/{data['problems']}", m["pairs"],
-                              f"{ratio[0]:.2f}× [{ratio[1]:.2f}–{ratio[2]:.2f}]" if ratio else "")
+                              _x(ratio) if ratio else "")
         last = data["budgets"][-1]
         if "mcts_over_best_of_n" in last:
             r = last["mcts_over_best_of_n"]
-            notes.append(f"{name}: MCTS / best-of-N distinct correct paths {r[0]:.2f}× [{r[1]:.2f}–{r[2]:.2f}]")
+            notes.append(f"{name}: MCTS / best-of-N distinct correct paths {_x(r)}")
     table.caption = "; ".join(notes) + ("; " if notes else "") + "95% bootstrap intervals over problems (ratios paired)"
     return table
 
