@@ -83,7 +83,17 @@ def paired_comparison(base_dir: str | Path, other_dir: str | Path) -> dict:
     lost = sum(base[i] and not other[i] for i in shared)
     n = won + lost
     p = min(1.0, 2 * sum(comb(n, j) for j in range(min(won, lost) + 1)) / 2**n) if n else 1.0
-    return {"problems": len(shared), "won": won, "lost": lost, "p_value": p}
+    return {"problems": len(shared), "won": won, "lost": lost, "p_value": p, **paired_difference(won, lost, len(shared))}
+
+
+def paired_difference(won: int, lost: int, problems: int, z: float = 1.959963984540054) -> dict[str, float]:
+    """The accuracy difference (other − base) and its 95% normal interval over paired problems: each problem's
+    difference is +1, 0 or −1, so its variance is (won + lost) / n − d²."""
+    if not problems:
+        return {"difference": 0.0, "difference_low": 0.0, "difference_high": 0.0}
+    d = (won - lost) / problems
+    half = z * sqrt(max(0.0, (won + lost) / problems - d * d) / problems)
+    return {"difference": d, "difference_low": d - half, "difference_high": d + half}
 
 
 def correct_by_id(path: Path) -> dict[str, bool]:

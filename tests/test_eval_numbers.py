@@ -105,3 +105,15 @@ def test_summary_says_whether_sampling_was_seeded(tiny_model_dir, tmp_path, monk
     assert _eval(tiny_model_dir, tmp_path / "a", ["1", "2"], gold="1")["seeded"] is True
     monkeypatch.setattr(ScriptedBackend, "per_request_seeds", False, raising=False)
     assert _eval(tiny_model_dir, tmp_path / "b", ["1", "2"], gold="1")["seeded"] is False
+
+
+def test_paired_difference_and_its_interval():
+    from mcts_cot.evaluate import paired_difference
+
+    d = paired_difference(40, 10, 200)  # the demo's +40 −10 on 200 problems
+    assert d["difference"] == pytest.approx(0.15)
+    # per-problem differences: 40 of +1, 10 of −1: variance 50/200 − 0.15² = 0.2275
+    half = 1.959963984540054 * (0.2275 / 200) ** 0.5
+    assert (d["difference_low"], d["difference_high"]) == pytest.approx((0.15 - half, 0.15 + half))
+    assert d["difference_low"] > 0.08
+    assert paired_difference(0, 0, 0)["difference"] == 0.0

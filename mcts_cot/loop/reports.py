@@ -14,8 +14,9 @@ from mcts_cot.io import write_atomic, write_json
 from mcts_cot.tables import Grid
 
 VS_BASE = "vs base (+/−, p)"
-VS_BASE_MEANS = ("greedy test problems this model solves and the first row misses (+) and the reverse (−), "
-                 "with the exact McNemar p-value")
+VS_BASE_MEANS = ("the greedy accuracy difference to the first row in points with its 95% paired interval, then the "
+                 "test problems this model solves and the first row misses (+) and the reverse (−), with the exact "
+                 "McNemar p-value")
 
 
 def _row_figures(row: dict) -> dict[str, Any]:
@@ -62,7 +63,8 @@ def vs_base(rows: list[dict]) -> list[str]:
     cells = ["-"]
     for row in rows[1:]:
         c = paired_comparison(rows[0]["greedy_dir"], row["greedy_dir"])
-        cells.append(f"+{c['won']} −{c['lost']} (p {c['p_value']:.2f})")
+        cells.append(f"{100 * c['difference']:+.1f} [{100 * c['difference_low']:+.1f}, {100 * c['difference_high']:+.1f}] pts: "
+                     f"+{c['won']} −{c['lost']} (p {c['p_value']:.2f})")
     return cells
 
 
