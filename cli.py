@@ -31,6 +31,7 @@ OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Output directo
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model alias (smollm2-135m), HF id or local folder.", show_default="the config's model.name: smollm2-135m")]
 ProblemsOpt = Annotated[str | None, typer.Option("--problems", "-p", help="builtin:arithmetic[:N], or a .jsonl/.json/.parquet file or datasets folder.", show_default="the config's problems.source")]
 BackendOpt = Annotated[str | None, typer.Option("--backend", "-b", help="vllm, hf or scripted.", show_default="the config's backend.name: vllm")]
+RayOpt = Annotated[str | None, typer.Option("--ray", help="Grow on engine actors of a Ray cluster, one per GPU (ray.address): `local` starts one on this machine (what a bare --ray means), `auto` joins the one `ray start` made, or a cluster address.", show_default="one process, no Ray")]
 
 
 def _version(value: bool) -> None:
@@ -88,6 +89,7 @@ def search(
     shard: Annotated[str | None, typer.Option(help="i/N: search every N-th problem from the i-th (0-based) into trees-i-of-N.jsonl.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Start the run dir again even if it holds another config.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Run the whole engine on the scripted backend, into --out if given, else into a temp dir removed at the end.")] = False,
+    ray: RayOpt = None,
 ) -> None:
     """Grow one verified MCTS tree per problem into a run dir (resumable; shardable)."""
     from mcts_cot.config import load_config
@@ -97,7 +99,8 @@ def search(
     from mcts_cot.store import parse_shard
 
     cfg = load_config(SearchConfig, config, set_, **{"out": str(out) if out else None, "model.name": model,
-                                                      "problems.source": problems, "backend.name": backend})
+                                                      "problems.source": problems, "backend.name": backend,
+                                                      "ray.address": ray})
     with _dry_run_dir(cfg, dry_run and out is None) as where:
         manifest = run_search(cfg, shard=parse_shard(shard), overwrite=overwrite, dry_run=dry_run, console=console)
         console.print(summary_table(cfg.out))
@@ -241,6 +244,7 @@ def eval_(
     n: Annotated[int | None, typer.Option("--n", "-n", help="Samples per problem (sampling.n).")] = None,
     temperature: Annotated[float | None, typer.Option("--temperature", "-t", help="Sampling temperature; 0 = greedy (sampling.temperature).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace the report of an earlier eval in --out.")] = False,
+    ray: RayOpt = None,
 ) -> None:
     """Sample answers for a problem set, verify them, and report accuracy, pass@k, maj@k and reflection markers.
 
@@ -252,7 +256,7 @@ def eval_(
 
     cfg = load_config(EvalConfig, config, set_, **{
         "out": str(out) if out else None, "model.name": model, "problems.source": problems,
-        "backend.name": backend, "sampling.n": n, "sampling.temperature": temperature})
+        "backend.name": backend, "sampling.n": n, "sampling.temperature": temperature, "ray.address": ray})
     summary = run_eval(cfg, cfg.out, console=console, overwrite=overwrite)
     console.print(summary_table(summary, cfg.out))
     summary_line("eval", out=str(cfg.out), accuracy=summary["accuracy"], problems=summary["problem_count"])
@@ -433,15 +437,24 @@ def checkpoints(
 @user_errors
 def dto_recipe(config: ConfigOpt = None, set_: SetOpt = None, out: OutOpt = None, backend: BackendOpt = None) -> None:
     """DTO end to end (configs/recipes/dto.yaml): sample → truncate → export → SimPO → greedy eval vs base."""
-    from mcts_cot.checkpoints.recipe import DtoRecipe, run_dto_recipe
-    from mcts_cot.loop import load_loop_config
+    from mcts_cot.checkpoints.recipe import load_recipe, run_dto_recipe
 
-    cfg = load_loop_config(config, set_, cls=DtoRecipe, out=str(out) if out else None, backend=backend)
+    cfg = load_recipe(config, set_, out=str(out) if out else None, backend=backend)
     run_dto_recipe(cfg, console=console)
 
 
+def bare_ray(args: list[str]) -> list[str]:
+    """`--ray` with no address after it means `--ray local` (typer has no option with an optional value)."""
+    out = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--ray" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            out.append("local")
+    return out
+
+
 def main() -> None:
-    app()
+    app(args=bare_ray(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,15 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from mcts_cot.backends.base import BackendStats, Completion, Queued, Request, eos_token_ids, stable_seed, stop_end
+from mcts_cot.backends.base import (
+    BackendStats,
+    Completion,
+    Queued,
+    Request,
+    eos_token_ids,
+    stable_seed,
+    stop_end,
+)
 from mcts_cot.config import BackendConfig, ModelConfig
 from mcts_cot.models import load_tokenizer, resolve_dtype, resolve_model
 

@@ -29,7 +29,14 @@ from mcts_cot.loop.stages import Runner, Stage, builtin_problems, read_json, sta
 from mcts_cot.search import SearchConfig
 from mcts_cot.store import iter_trees
 from mcts_cot.tree import Tree
-from mcts_cot.yields import at_checkpoint, bootstrap, checkpoints, distinct_correct, nearest_share, paired_ratio
+from mcts_cot.yields import (
+    at_checkpoint,
+    bootstrap,
+    checkpoints,
+    distinct_correct,
+    nearest_share,
+    paired_ratio,
+)
 
 ARMS = ("mcts", "best_of_n_allocated", "best_of_n")
 SETS = {

@@ -111,14 +111,14 @@ class TreeSearch(Growth):
         sel = self.cfg.selection
         if sel.rule == "uct":
             if 0 in visits:
-                return self.rng.choice([c for c, v in zip(kids, visits) if v == 0])
+                return self.rng.choice([c for c, v in zip(kids, visits, strict=True) if v == 0])
             explore, c_, sqrt = 2 * math.log(n_parent), sel.c, math.sqrt
-            scores = [c.W / v + c_ * sqrt(explore / v) for c, v in zip(kids, visits)]
+            scores = [c.W / v + c_ * sqrt(explore / v) for c, v in zip(kids, visits, strict=True)]
         else:
             scores = [(c.W / v if v else 0.0) + sel.c * p * math.sqrt(n_parent) / (1 + v)
                       for c, v, p in zip(kids, visits, self._priors(kids), strict=True)]
         best = max(scores) - 1e-12
-        return self.rng.choice([c for c, s in zip(kids, scores) if s >= best])
+        return self.rng.choice([c for c, s in zip(kids, scores, strict=True) if s >= best])
 
     def _priors(self, kids: list[Node]) -> list[float]:
         logits = [c.logprob / max(1, len(c.token_ids)) ** self.cfg.selection.length_penalty for c in kids]
