@@ -305,13 +305,11 @@ ScaleOpt = Annotated[float | None, typer.Option("--scale", help="Multiply the re
 
 
 def _loop(command: str, config, set_, out, rounds, scale, backend) -> None:
-    from mcts_cot.loop import load_loop_config, print_loop_end, run_loop
+    from mcts_cot.loop import load_loop_config, run_loop
 
     cfg = load_loop_config(config, set_, **{"out": str(out) if out else None, "rounds": rounds, "scale": scale,
                                             "backend": backend})
-    results = run_loop(cfg, console=console)
-    if not console.quiet:
-        print_loop_end(results, Path(cfg.out))
+    run_loop(cfg, console=console)
     summary_line(command, out=str(cfg.out), results=str(Path(cfg.out) / "results.json"))
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 import yaml
+from rich.console import Console
 from typer.testing import CliRunner
 
 from cli import app
@@ -116,6 +117,14 @@ def test_rerun_skips_finished_stages(looped, capsys):
     assert again["rows"][1]["greedy"]["accuracy"] == first["rows"][1]["greedy"]["accuracy"]
     out = capsys.readouterr().out
     assert "before / after" in out and "greedy acc" in out and "pass@3" in out and "round 2" in out
+    assert out.count("round 1: data") == 1  # the table of where things are, printed once
+
+
+def test_a_quiet_loop_prints_no_table(looped, capsys):
+    cfg, _ = looped
+    run_loop(cfg, console=Console(stderr=True, quiet=True), backends=scripted_factory(script))
+    captured = capsys.readouterr()
+    assert captured.out == "" and "before / after" not in captured.err
 
 
 def test_trained_model_loads_for_real_generation(looped, tmp_path):

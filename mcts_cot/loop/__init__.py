@@ -20,9 +20,9 @@ from mcts_cot.loop.compare_report import compare_table
 from mcts_cot.loop.engines import EnginePool
 from mcts_cot.loop.ladder import LadderConfig, ladder_table, run_ladder
 from mcts_cot.loop.reports import before_after_table
-from mcts_cot.loop.rounds import LoopConfig, print_loop_end, run_loop
+from mcts_cot.loop.rounds import LoopConfig, run_loop
 from mcts_cot.loop.stages import Runner, Stage, load_loop_config
 
 __all__ = ["BestOfNConfig", "CompareConfig", "EnginePool", "LadderConfig", "LoopConfig", "Runner", "Stage",
-           "before_after_table", "compare_table", "ladder_table", "load_loop_config", "print_loop_end",
+           "before_after_table", "compare_table", "ladder_table", "load_loop_config",
            "run_compare", "run_ladder", "run_loop", "sample_best_of_n"]

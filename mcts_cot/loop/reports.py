@@ -78,7 +78,8 @@ def write_results(root: Path, results: dict, table: Grid, console: Console, extr
     if times:
         lines += ["\n| stage | seconds |\n|---|---|\n"] + [f"| {k} | {v} |\n" for k, v in times.items()]
     write_atomic(root / "results.md", "".join(lines))
-    Console().print(table)
-    if extra is not None:
-        Console().print(extra)
+    if not console.quiet:  # the tables go to stdout; --quiet leaves it the summary line alone
+        Console().print(table)
+        if extra is not None:
+            Console().print(extra)
     console.print(f"results in {root / 'results.json'} and {root / 'results.md'}; wall time {results.get('wall_seconds')} s")

@@ -36,7 +36,7 @@ class LoopConfig:
     rounds: int = option(1, "Rounds; round k searches with the model trained in round k-1 and trains from it.", ge=1)
     scale: float = option(1.0, "Multiplies train_problems, test_problems and sampled_test_problems.", gt=0)
     time_budget_s: float | None = option(1200.0, "Fit the run in about this many seconds whatever the CPU: the search takes train problems group by group while its share lasts (needs search allocator.tokens_per_problem), training stops at its share; null: the sizes as given.", gt=0)
-    search_share: float = option(0.5, "time_budget_s: the search's share of each round's time after the expected evals (training gets the rest).", gt=0, lt=1)
+    search_share: float = option(0.6, "time_budget_s: the search's share of each round's time after the expected evals (training gets the rest).", gt=0, lt=1)
     train_problems: int = option(240, "Built-in arithmetic TRAIN problems per round (builtin:arithmetic:N, split train); with time_budget_s, the most the search may take.", ge=1)
     fresh_problems: bool = option(True, "Round k searches a new train set (generator seed k-1) instead of the same problems again.")
     test_problems: int = option(200, "Built-in arithmetic TEST problems of the greedy eval (split test: never a train problem).", ge=1)
@@ -158,7 +158,3 @@ def where_table(results: dict, root: Path) -> Grid:
         table.add_row(f"round {r['round']}: model", r["model_dir"])
     table.add_row("results", f"{root / 'results.json'}, {root / 'results.md'}")
     return table
-
-
-def print_loop_end(results: dict, root: Path) -> None:
-    Console().print(where_table(results, root))
