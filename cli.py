@@ -3,13 +3,13 @@
 Thin by design: each command parses its options, loads its config (defaults ← --config YAML ← dedicated
 flags ← --set overrides), calls one library function and prints. A `UserError` becomes one line on stderr
 and exit status 2. Humans read stderr; stdout gets one JSON line per finished command, for scripts.
+The data commands live here; the workflow commands (loop, demo, compare-bon, ...) in cli_recipes.py, and what
+both share (options, console, the summary line, the error line) in cli_options.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
 import os
 import sys
 import tempfile
@@ -19,19 +19,23 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from cli_options import (
+    BackendOpt,
+    ConfigOpt,
+    ModelOpt,
+    OutOpt,
+    ProblemsOpt,
+    RayOpt,
+    SetOpt,
+    console,
+    summary_line,
+    user_errors,
+)
+from cli_recipes import COMMANDS
 from mcts_cot.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Build MCTS reasoning-tree data from verified answers, and train on it.")
-console = Console(stderr=True)
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config key: --set a.b=value (repeatable).")]
-OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.", show_default="the config's out")]
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model alias (smollm2-135m), HF id or local folder.", show_default="the config's model.name: smollm2-135m")]
-ProblemsOpt = Annotated[str | None, typer.Option("--problems", "-p", help="builtin:arithmetic[:N], or a .jsonl/.json/.parquet file or datasets folder.", show_default="the config's problems.source")]
-BackendOpt = Annotated[str | None, typer.Option("--backend", "-b", help="vllm, hf or scripted.", show_default="the config's backend.name: vllm")]
-RayOpt = Annotated[str | None, typer.Option("--ray", help="Grow on engine actors of a Ray cluster, one per GPU (ray.address): `local` starts one on this machine (what a bare --ray means), `auto` joins the one `ray start` made, or a cluster address.", show_default="one process, no Ray")]
 
 
 def _version(value: bool) -> None:
@@ -46,35 +50,14 @@ def _version(value: bool) -> None:
 def main_options(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Silence mcts-cot's own console (progress, tables, results); errors still print, and the JSON summary line goes to stdout.")] = False,
-    progress_every: Annotated[float, typer.Option(help="Seconds between plain progress lines when stderr is not a terminal (a log file).")] = 30.0,
+    progress_every: Annotated[float, typer.Option(envvar="MCTS_COT_PROGRESS_EVERY", help="Seconds between plain progress lines when stderr is not a terminal (a log file).")] = 30.0,
     vllm_logs: Annotated[bool, typer.Option(help="Show vLLM's own INFO and WARNING lines (by default it logs errors only).")] = False,
 ) -> None:
     """Options for every command; put them before the command: mcts-cot --quiet search ..."""
-    from mcts_cot import progress
-
     console.quiet = quiet
-    progress.EVERY_S = progress_every
+    os.environ["MCTS_COT_PROGRESS_EVERY"] = str(progress_every)
     if vllm_logs:
         os.environ["VLLM_LOGGING_LEVEL"] = "INFO"
-
-
-def summary_line(command: str, **fields) -> None:
-    """The machine-readable result of a command: one JSON line on stdout (humans read stderr)."""
-    print(json.dumps({"command": command, **fields}, default=str), flush=True)
-
-
-def user_errors(fn):
-    """Turn a UserError into one line on stderr and exit 2; everything else keeps its traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except UserError as exc:
-            Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)  # even when --quiet
-            raise typer.Exit(2) from None
-
-    return wrapper
 
 
 @app.command()
@@ -298,147 +281,8 @@ def _config_class(command: str) -> type:
     raise UserError(f"unknown command {command!r}: choose search, export-pairs, train or eval")
 
 
-# ------------------------------------------------------------------------------------- the loop (mcts_cot.loop)
-
-RoundsOpt = Annotated[int | None, typer.Option("--rounds", "-r", help="Rounds; round k searches with the model trained in round k-1.")]
-ScaleOpt = Annotated[float | None, typer.Option("--scale", help="Multiply the recipe's problem counts (train, test, sampled test).")]
-
-
-def _loop(command: str, config, set_, out, rounds, scale, backend) -> None:
-    from mcts_cot.loop import load_loop_config, run_loop
-
-    cfg = load_loop_config(config, set_, **{"out": str(out) if out else None, "rounds": rounds, "scale": scale,
-                                            "backend": backend})
-    run_loop(cfg, console=console)
-    summary_line(command, out=str(cfg.out), results=str(Path(cfg.out) / "results.json"))
-
-
-@app.command()
-@user_errors
-def loop(
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    out: OutOpt = None,
-    rounds: RoundsOpt = None,
-    scale: ScaleOpt = None,
-    backend: BackendOpt = None,
-) -> None:
-    """Search → export → train → eval for one or more rounds, from a recipe (configs/recipes/*.yaml).
-
-    --set takes recipe keys (rounds=2, train_problems=80) and stage keys (search.budget.max_rollouts=32,
-    train.learning_rate=1e-5, eval.sampling.max_tokens=256). Ends with a before/after table.
-    """
-    _loop("loop", config, set_, out, rounds, scale, backend)
-
-
-@app.command()
-@user_errors
-def demo(
-    scale: ScaleOpt = None,
-    rounds: RoundsOpt = None,
-    out: OutOpt = None,
-    set_: SetOpt = None,
-    backend: BackendOpt = None,
-) -> None:
-    """The demo recipe (configs/recipes/demo.yaml = the built-in defaults): base model → MCTS on train
-    problems → joint cDPO+α·NLL+masking → before/after table on held-out test problems (< 20 min, 2 CPU cores)."""
-    _loop("demo", None, set_, out, rounds, scale, backend)
-
-
-@app.command()
-@user_errors
-def ladder(
-    run_dir: Annotated[Path, typer.Argument(help="A search run dir (the data of every row).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output dir (data-*, one dir per row, results.*).")],
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    backend: BackendOpt = None,
-) -> None:
-    """Marco-o1's Table 5 ablation ladder (SFT, + DPO, + Data Balance, + cDPO, + Joint Loss, + Masking)
-    trained on one search run; prints accuracy and no-answer rate per row (configs/recipes/ladder.yaml)."""
-    from mcts_cot.loop import LadderConfig, load_loop_config, run_ladder
-
-    cfg = load_loop_config(config, set_, cls=LadderConfig, backend=backend)
-    run_ladder(run_dir, out, cfg, console=console)
-
-
-@app.command("best-of-n")
-@user_errors
-def best_of_n(
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    out: OutOpt = None,
-    model: ModelOpt = None,
-    problems: ProblemsOpt = None,
-    backend: BackendOpt = None,
-    n: Annotated[int | None, typer.Option("--n", "-n", help="Samples per problem.")] = None,
-    tokens: Annotated[int | None, typer.Option("--tokens", help="Sample until this many generated tokens (shared equally by the problems) instead of a fixed n.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Start the run dir again even if it holds another config.")] = False,
-) -> None:
-    """N full samples per problem, verified, written as a run dir of one-level trees (export-pairs reads it):
-    `search` with strategy best_of_n."""
-    from mcts_cot.config import load_config
-    from mcts_cot.loop import BestOfNConfig, sample_best_of_n
-
-    cfg = load_config(BestOfNConfig, config, set_, **{"out": str(out) if out else None, "model.name": model,
-                                                      "problems.source": problems, "backend.name": backend,
-                                                      "n": n, "max_total_tokens": tokens})
-    manifest = sample_best_of_n(cfg, console=console, overwrite=overwrite)
-    p = manifest["problems"]
-    console.print(f"{p['solved_now']}/{p['total']} problems solved with {manifest['generated_tokens']} tokens; trees in {cfg.out}")
-
-
-@app.command("compare-bon")
-@user_errors
-def compare_bon(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output dir (one folder per set and arm, training/, results.*, yield.png).")],
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    backend: BackendOpt = None,
-) -> None:
-    """MCTS vs best-of-N (allocated and plain) at equal generated tokens on each problem set: yield (distinct
-    correct responses capped at K), problems solved and pairs at several budgets, with intervals and a plot;
-    optionally (train_models=true) models trained on each arm's data, evaluated greedily, paired."""
-    from mcts_cot.loop import CompareConfig, load_loop_config, run_compare
-
-    cfg = load_loop_config(config, set_, cls=CompareConfig, backend=backend)
-    run_compare(out, cfg, console=console)
-    summary_line("compare-bon", out=str(out), results=str(out / "results.json"))
-
-
-@app.command()
-@user_errors
-def checkpoints(
-    trajectories: Annotated[str | None, typer.Argument(help="An eval dir (samples.jsonl), a search run dir, or a JSONL of responses.")] = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    out: OutOpt = None,
-    model: ModelOpt = None,
-    backend: BackendOpt = None,
-    method: Annotated[str | None, typer.Option(help="branch (Checkpoint DPO continuations) or dto (early-exit truncation).")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Start the run dir again even if it holds another config.")] = False,
-) -> None:
-    """Branch existing trajectories at their checkpoints (method branch) or cut correct ones at their DTO exit
-    point (method dto) into a run dir that export-pairs reads (strategies checkpoint / dto)."""
-    from mcts_cot.checkpoints.config import CheckpointConfig
-    from mcts_cot.checkpoints.driver import run_checkpoints
-    from mcts_cot.config import load_config
-
-    cfg = load_config(CheckpointConfig, config, set_, **{"trajectories.source": trajectories, "out": str(out) if out else None,
-                                                          "model.name": model, "backend.name": backend, "method": method})
-    manifest = run_checkpoints(cfg, overwrite=overwrite, console=console)
-    console.print(f"{manifest['problems_now']} problems, {manifest['trajectories']} trajectories "
-                  f"{manifest['trajectory_verdicts']}, {manifest['generated_tokens']} tokens generated; trees in {cfg.out}")
-
-
-@app.command("dto-recipe")
-@user_errors
-def dto_recipe(config: ConfigOpt = None, set_: SetOpt = None, out: OutOpt = None, backend: BackendOpt = None) -> None:
-    """DTO end to end (configs/recipes/dto.yaml): sample → truncate → export → SimPO → greedy eval vs base."""
-    from mcts_cot.checkpoints.recipe import load_recipe, run_dto_recipe
-
-    cfg = load_recipe(config, set_, out=str(out) if out else None, backend=backend)
-    run_dto_recipe(cfg, console=console)
+for _name, _command in COMMANDS.items():
+    app.command(_name)(_command)
 
 
 def bare_ray(args: list[str]) -> list[str]:

@@ -1,21 +1,26 @@
 """The progress bar of long commands (search, eval, export-pairs): description, bar, done/total, elapsed time,
 live figures. On a terminal it is rich's live bar; elsewhere (a log file, a pipe) rich draws only at the end,
-so a 15-minute search would log nothing: there it is a plain line every `EVERY_S` seconds instead."""
+so a 15-minute search would log nothing: there it is a plain line every `MCTS_COT_PROGRESS_EVERY` seconds
+instead (an environment variable, so Ray actors and subprocesses follow the CLI's --progress-every too)."""
 
 from __future__ import annotations
 
+import os
 import time
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-EVERY_S = 30.0  # seconds between plain progress lines; the CLI's --progress-every sets it
+
+def every_s() -> float:
+    """Seconds between plain progress lines (default 30)."""
+    return float(os.environ.get("MCTS_COT_PROGRESS_EVERY", 30.0))
 
 
 def progress_bar(console: Console, transient: bool = False) -> Progress:
     """One task per bar; its `info` field carries the live figures (tok/s, solved %, ...)."""
     if not console.is_terminal:
-        return LineProgress(console, EVERY_S)
+        return LineProgress(console, every_s())
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=console, transient=transient)
 

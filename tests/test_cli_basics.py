@@ -54,12 +54,12 @@ def test_push_dry_run_lists_the_upload(tmp_path):
     assert invoke("push", str(tmp_path / "run"), "me/data", "--dry-run").exit_code == 2
 
 
-def test_progress_prints_plain_lines_off_a_terminal():
+def test_progress_prints_plain_lines_off_a_terminal(monkeypatch):
     out = io.StringIO()
     console = Console(file=out, force_terminal=False, width=200)
+    monkeypatch.setenv("MCTS_COT_PROGRESS_EVERY", "0")  # what --progress-every 0 sets
     bar = progress_bar(console)
-    assert isinstance(bar, LineProgress)
-    bar.every_s = 0.0
+    assert isinstance(bar, LineProgress) and bar.every_s == 0.0
     with bar:
         task = bar.add_task("search", total=3)
         bar.update(task, completed=1, info="12 tok/s")
