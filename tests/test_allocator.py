@@ -18,6 +18,7 @@ from mcts_cot.search.config import AllocatorConfig
 from mcts_cot.store import iter_trees
 from mcts_cot.tree import Tree
 from mcts_cot.verify import Verifier
+from mcts_cot.yields import at_checkpoint, checkpoints
 
 PROBLEMS = arithmetic_problems(6, "train")
 GOLD = {p.problem: int(p.answer) for p in PROBLEMS}
@@ -67,6 +68,50 @@ def test_tokens_leave_solved_and_hopeless_problems(tmp_path, tiny_model_dir, str
     # Never more than the budget, plus one request per tree (3 samples of at most the path limit).
     assert sum(spent.values()) <= 400 * 6 + 6 * 3 * 384
     assert all(len(t.stats["checkpoints"]) >= 1 for t in got.values())
+
+
+@pytest.mark.parametrize("strategy", ["mcts", "best_of_n"])
+def test_a_reserve_spends_what_the_others_cannot_use_on_the_hopeless_trees(tmp_path, tiny_model_dir, strategy):
+    sets = [f"strategy={strategy}", "allocator.tokens_per_problem=1000", "allocator.hopeless_after=3",
+            "allocator.enough_correct=5"]
+    run_search(config(tmp_path, tiny_model_dir, "close", *sets), backends=scripted_factory(script))
+    run_search(config(tmp_path, tiny_model_dir, "reserve", *sets, "allocator.hopeless=reserve"),
+               backends=scripted_factory(script))
+    close, reserve = trees(tmp_path / "close"), trees(tmp_path / "reserve")
+    hopeless = {i for i, t in close.items() if "hopeless" in t.reason}
+    assert 1 in hopeless
+    # A tree with need never waited for the reserve: it is the closing run's tree.
+    assert all(reserve[i].to_record()["nodes"] == close[i].to_record()["nodes"] for i in close if i not in hopeless)
+    others_open = max(len(close[i].stats["checkpoints"]) for i in close if i not in hopeless)
+    for i in hopeless:
+        c, r = close[i], reserve[i]
+        assert r.stats["rollouts"] > 3 and "hopeless" not in r.reason
+        # The same tree, grown further (node for node; visit counts grow with it) ...
+        assert [(n.parent, n.text) for n in r.nodes[:len(c.nodes)]] == [(n.parent, n.text) for n in c.nodes]
+        # ... but only once no tree with need was open: no new tokens at those checkpoints (mark k = state at k).
+        waited = r.stats["checkpoints"][len(c.stats["checkpoints"]):others_open + 1]
+        assert all(tokens == c.stats["generated_tokens"] for tokens, _ in waited)
+        assert len(waited) > 1 or strategy == "mcts"  # best-of-N's problem 1 is hopeless while others still need
+    # Best-of-N spends the group's whole budget (up to one request past it); MCTS may run out of tree first.
+    spent, spent_closing = (sum(t.stats["generated_tokens"] for t in run.values()) for run in (reserve, close))
+    assert spent_closing < spent and (strategy == "mcts" or spent_closing < 6 * 1000 <= spent + 3 * 384)
+
+
+def test_a_reserve_run_read_back_at_a_checkpoint_is_the_smaller_run(tmp_path, tiny_model_dir):
+    """The reserve's turn depends on the trees' counts, not on the budget: a big run whose reserve grew, read
+    back at checkpoint k, is still the run with the smaller budget."""
+    sets = ["strategy=best_of_n", "allocator.hopeless=reserve", "allocator.hopeless_after=3", "allocator.enough_correct=5"]
+    run_search(config(tmp_path, tiny_model_dir, "big", *sets, "allocator.tokens_per_problem=1000"),
+               backends=scripted_factory(script))
+    run_search(config(tmp_path, tiny_model_dir, "small", *sets, "allocator.tokens_per_problem=360"),
+               backends=scripted_factory(script))
+    assert trees(tmp_path / "big")[1].stats["rollouts"] > trees(tmp_path / "small")[1].stats["rollouts"]  # it grew
+    big, small = (sorted(iter_trees(tmp_path / r), key=lambda t: str(t.problem["id"])) for r in ("big", "small"))
+    score = lambda verdict: float(verdict == "correct")  # noqa: E731
+    assert checkpoints(small) > 4
+    for k in range(1, checkpoints(small) - 1):
+        (a, ta), (b, tb) = at_checkpoint(big, k, score), at_checkpoint(small, k, score)
+        assert ta == tb and [t.to_record()["nodes"] for t in a] == [t.to_record()["nodes"] for t in b]
 
 
 def test_trees_do_not_depend_on_how_requests_interleave(tmp_path, tiny_model_dir, tree_records):

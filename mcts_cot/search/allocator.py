@@ -8,7 +8,11 @@ and an allocator hands it out in tranches by each tree's expected new correct en
     need = p̂ · (enough_correct − correct),   p̂ = (correct + 1) / (ends + 2)   (the posterior mean solve rate)
 
 so tokens flow to trees that are likely to yield and still have room, and away from saturated (need 0) and
-hopeless ones (`hopeless_after` ends, none correct: closed).
+hopeless ones (`hopeless_after` ends, none correct). A hopeless tree is closed (`hopeless: close`), or kept as a
+reserve (`hopeless: reserve`): it waits, and at a checkpoint where no other tree of the group has need, the
+reserve trees share the tranche by the same p̂ · room. On easy sets the in-between trees saturate early and a
+closing allocator leaves budget unspent that plain sampling goes on using (docs/RESULTS.md §9); the reserve
+spends it on the problems still unsolved, hardest last.
 
 Determinism: a tree spends until its grant is gone and then waits; the allocator decides only when every open
 tree of the group waits (a checkpoint), from the trees' own counts, in problem-id order. So the grants, and with
@@ -31,12 +35,17 @@ def groups(problems: Sequence, size: int) -> list[list]:
     return [list(problems[i:i + size]) for i in range(0, len(problems), size)]
 
 
-def need(cfg: AllocatorConfig, stats) -> float:
-    """Expected new correct ends per rollout, weighted by the room left under `enough_correct`; 0 closes."""
+def need(cfg: AllocatorConfig, stats, reserve: bool = False) -> float:
+    """Expected new correct ends per rollout, weighted by the room left under `enough_correct`; 0 for a saturated
+    tree, and for a hopeless one unless it is the reserve's turn."""
     correct, ends = stats["correct"], stats["rollouts"]
-    if correct >= cfg.enough_correct or (correct == 0 and ends >= cfg.hopeless_after):
+    if correct >= cfg.enough_correct or (hopeless(cfg, stats) and not reserve):
         return 0.0
     return (correct + 1) / (ends + 2) * (cfg.enough_correct - correct)
+
+
+def hopeless(cfg: AllocatorConfig, stats) -> bool:
+    return stats["correct"] == 0 and stats["rollouts"] >= cfg.hopeless_after
 
 
 def split(total: int, weights: list[float]) -> list[int]:
@@ -68,18 +77,27 @@ class Allocator:
 
     def checkpoint(self, live: Sequence[Growth]) -> list[tuple[Growth, str]]:
         """Called when every live tree waits: close the trees with no need (or all, once the budget is gone)
-        and raise the others' grants by their share of the next tranche. Returns (tree, reason) to close."""
+        and raise the others' grants by their share of the next tranche; reserve trees that get no share wait
+        (marked with no new grant, so mark k is every tree's state at checkpoint k). Returns (tree, reason) to
+        close."""
         self.checkpoints += 1
         ids = {id(t) for t in live}
         live = [t for t in self.trees if id(t) in ids]
+        reserve = self.cfg.hopeless == "reserve"
         weights = [need(self.cfg, t.stats) for t in live]
+        if reserve and not any(weights):  # nothing else to spend on: the reserve's turn
+            weights = [need(self.cfg, t.stats, reserve=True) for t in live]
+        waiting = [t for t, w in zip(live, weights, strict=True) if w == 0 and reserve and hopeless(self.cfg, t.stats)]
         open_ = [(t, w) for t, w in zip(live, weights, strict=True) if w > 0]
-        closed = [(t, self._why_closed(t)) for t, w in zip(live, weights, strict=True) if w == 0]
+        closed = [(t, self._why_closed(t)) for t, w in zip(live, weights, strict=True) if w == 0 and t not in waiting]
         tranche = min(self.budget - self.committed(live), self.cfg.step_tokens * len(open_))
         if open_ and tranche <= 0:
-            return closed + [(t, f"allocator: run budget spent at checkpoint {self.checkpoints}") for t, _ in open_]
+            spent = f"allocator: run budget spent at checkpoint {self.checkpoints}"
+            return closed + [(t, spent) for t in [t for t, _ in open_] + waiting]
         for (t, _), share in zip(open_, split(max(0, tranche), [w for _, w in open_]), strict=True):
             t.mark(max(t.grant or 0, t.stats["generated_tokens"]) + share)
+        for t in waiting:
+            t.mark(max(t.grant or 0, t.stats["generated_tokens"]))
         return closed
 
     def _why_closed(self, tree: Growth) -> str:

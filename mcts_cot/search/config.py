@@ -54,7 +54,8 @@ class AllocatorConfig:
     group: int = option(64, "Problems that share one budget (taken in the problems' order; all grown at once).", ge=1)
     step_tokens: int = option(256, "Tokens handed out per checkpoint per open tree, on average: the checkpoints' spacing.", ge=1)
     enough_correct: int = option(4, "A tree with this many correct ends gets no more tokens (the export's per-problem cap).", ge=1)
-    hopeless_after: int = option(16, "A tree with this many ends and none correct gets no more tokens.", ge=1)
+    hopeless_after: int = option(16, "A tree with this many ends and none correct is hopeless: it gets no more tokens while another tree has need.", ge=1)
+    hopeless: Literal["close", "reserve"] = option("close", "close: a hopeless tree is closed at once. reserve: it waits, and gets tokens (by p̂ · room) only at checkpoints where no other tree of its group has need, so a budget that the in-between trees cannot use is still spent (FastMCTS's reserve).")
     wall_s: float | None = option(None, "Start another group only while the last group's wall time still fits in this many seconds from the run's start (the rest is left unsearched, for a later run); null: every group.", gt=0)
 
 
