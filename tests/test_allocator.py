@@ -139,14 +139,35 @@ def test_trees_do_not_depend_on_how_requests_interleave(tmp_path, tiny_model_dir
     assert {k: r["nodes"] for k, r in by_hand.items()} == {k: r["nodes"] for k, r in waves.items()}
 
 
-def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, tiny_model_dir, tree_records):
-    factory = scripted_factory(script)
-    run_search(config(tmp_path, tiny_model_dir, "whole", "allocator.group=4"), backends=factory)
-    cut = run_search(config(tmp_path, tiny_model_dir, "parts", "allocator.group=4", "budget.max_total_tokens=300"),
+@pytest.mark.parametrize("sets", [[], ["selection.widen=2", "allocator.hopeless=reserve"]])
+def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, tiny_model_dir, tree_records, sets):
+    factory = scripted_factory(script, seeded=True)
+    run_search(config(tmp_path, tiny_model_dir, "whole", "allocator.group=4", *sets), backends=factory)
+    cut = run_search(config(tmp_path, tiny_model_dir, "parts", "allocator.group=4", "budget.max_total_tokens=300", *sets),
                      backends=factory)
     assert cut["status"] == "stopped"
-    run_search(config(tmp_path, tiny_model_dir, "parts", "allocator.group=4"), backends=factory)
+    run_search(config(tmp_path, tiny_model_dir, "parts", "allocator.group=4", *sets), backends=factory)
     assert tree_records(tmp_path / "parts") == tree_records(tmp_path / "whole")
+
+
+def test_widening_keeps_a_short_tree_spending_instead_of_ending_exhausted(tmp_path, tiny_model_dir):
+    """Problem trees here are one or two steps deep: with 2 children per expansion they are soon all terminal
+    ('tree exhausted'). Widening expands such a node again with new samples (a seed of their own)."""
+    sets = ["strategy=mcts", "allocator.tokens_per_problem=600", "allocator.hopeless=reserve"]
+    run_search(config(tmp_path, tiny_model_dir, "plain", *sets), backends=scripted_factory(script, seeded=True))
+    run_search(config(tmp_path, tiny_model_dir, "widen", *sets, "selection.widen=3"),
+               backends=scripted_factory(script, seeded=True))
+    plain, widen = trees(tmp_path / "plain"), trees(tmp_path / "widen")
+    assert sum("exhausted" in t.reason for t in plain.values()) > sum("exhausted" in t.reason for t in widen.values())
+    assert sum(t.stats["rollouts"] for t in widen.values()) > sum(t.stats["rollouts"] for t in plain.values())
+    # A widened node has more children than one expansion gives (policy.children = 2), none a merged copy.
+    for tree in widen.values():
+        counts = [len(n.children) for n in tree.nodes]
+        assert max(counts) <= 2 * (1 + 3)
+        texts = [(n.parent, n.text) for n in tree.nodes]
+        assert len(set(texts)) == len(texts)
+    assert max(len(n.children) for t in widen.values() for n in t.nodes) > 2
+    assert max(len(n.children) for t in plain.values() for n in t.nodes) <= 2
 
 
 def test_need_split_and_groups():

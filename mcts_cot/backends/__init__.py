@@ -32,14 +32,14 @@ def make_backend(model: ModelConfig, backend: BackendConfig) -> Backend:
     return VLLMBackend(model, backend)
 
 
-def scripted_factory(script=None) -> BackendFactory:
+def scripted_factory(script=None, seeded: bool = False) -> BackendFactory:
     """A factory of scripted backends answering with `script` (default: made-up arithmetic), whatever
-    backend the config names: for tests and dry runs."""
+    backend the config names: for tests and dry runs (`seeded`: see ScriptedBackend)."""
 
     def make(model: ModelConfig, backend: BackendConfig) -> Backend:
         from mcts_cot.backends.scripted import ScriptedBackend, default_script
         from mcts_cot.models import load_tokenizer
 
-        return ScriptedBackend(load_tokenizer(model.name), script or default_script)
+        return ScriptedBackend(load_tokenizer(model.name), script or default_script, seeded=seeded)
 
     return make

@@ -1,6 +1,7 @@
 """A deterministic fake backend for tests and `--dry-run`.
 
-A *script* maps (prompt text, sample index) to the text to return; the backend tokenizes it with the real
+A *script* maps (prompt text, sample index) to the text to return (with `seeded`, the index also folds in the
+request's seed, as a seeded model gives other samples for another seed); the backend tokenizes it with the real
 tokenizer, cuts it at the first stop string (kept, as vLLM does with `include_stop_str_in_output`) and at
 `max_tokens`. The default script writes arithmetic-looking steps and, at random but reproducibly, a boxed
 answer, so a dry run exercises every part of the engine in seconds.
@@ -17,7 +18,7 @@ import random
 import time
 from collections.abc import Callable
 
-from mcts_cot.backends.base import BackendStats, Completion, Request, stop_end
+from mcts_cot.backends.base import BackendStats, Completion, Request, stable_seed, stop_end
 
 Script = Callable[[str, int], str]
 Order = Callable[[list[int]], list[int]]  # queued request ids -> those that finish at this poll, in order
@@ -38,10 +39,11 @@ class ScriptedBackend:
 
     per_request_seeds = True  # deterministic: the same script gives the same text
 
-    def __init__(self, tokenizer, script: Script = default_script, order: Order | None = None):
+    def __init__(self, tokenizer, script: Script = default_script, order: Order | None = None, seeded: bool = False):
         self.tokenizer = tokenizer
         self.script = script
         self.order = order
+        self.seeded = seeded
         self.stats = BackendStats()
         self.queued: dict[int, Request] = {}
         self.submitted = 0
@@ -66,7 +68,8 @@ class ScriptedBackend:
         out = []
         for req in requests:
             prompt = self.tokenizer.decode(req.prompt_ids)
-            out.append([self._complete(req, self.script(prompt, i)) for i in range(req.n)])
+            first = stable_seed(req.seed, "scripted") % 10**6 * req.n if self.seeded and req.seed is not None else 0
+            out.append([self._complete(req, self.script(prompt, first + i)) for i in range(req.n)])
             self.stats.requests += 1
             self.stats.prompt_tokens += len(req.prompt_ids)  # once per request, as vLLM counts it
         self.stats.seconds += time.perf_counter() - start

@@ -31,6 +31,7 @@ class SelectionConfig:
     width: Literal["fixed", "adaptive"] = option("fixed", "Children per expansion: fixed (policy.children) or adaptive (policy.children where siblings disagree or the step is uncertain, min_children where they agree).")
     min_children: int = option(2, "adaptive width: children of an expansion where siblings agree and the step is confident.", ge=1)
     uncertain_logprob: float = option(-0.5, "adaptive width: a step whose mean log-probability per token is below this is uncertain.", le=0)
+    widen: int = option(0, "Progressive widening: times an expanded node whose children are all exhausted (terminal, or exhausted themselves) is expanded again with new samples, so a short problem's tree keeps spending its budget instead of ending as exhausted. 0: never (the paper's rule).", ge=0)
 
 
 @dataclass

@@ -28,6 +28,7 @@ class TreeSearch(Growth):
         self.rng = random.Random(self.seed)
         self.expanded: set[int] = set()
         self.exhausted: set[int] = set()
+        self.widened: dict[int, int] = {}  # node id -> times it was expanded again (selection.widen)
         self.virtual: dict[int, int] = {}  # node id -> virtual visits of leaves in flight below it
         self.busy: dict[int, int] = {}  # leaf id -> its requests in flight (selected leaves are never reselected)
         self.paths: dict[int, list[int]] = {}  # leaf id -> the path its selection added virtual visits to
@@ -129,12 +130,17 @@ class TreeSearch(Growth):
     # ---------------------------------------------------------------------------------- growth
 
     def _expand(self, leaf: Node) -> list[Expansion]:
+        """The leaf's children requests; a widened node (children already there) gets new samples only, with a
+        seed of its own per widening so they are not its first children again."""
         self.expanded.add(leaf.id)
         self.stats["expansions"] += 1
-        for action, text in self.policy.fixed_children(self.tree, leaf):
-            self._add_fixed(leaf, action, text)
+        again = self.widened.get(leaf.id, 0)
+        if not again:
+            for action, text in self.policy.fixed_children(self.tree, leaf):
+                self._add_fixed(leaf, action, text)
         sampling = {"temperature": self.cfg.temperature, "top_p": self.cfg.top_p}
-        exps = self.policy.expansions(self.tree, leaf, sampling, stable_seed(self.seed, leaf.id))
+        seed = stable_seed(self.seed, leaf.id, "widen", again) if again else stable_seed(self.seed, leaf.id)
+        exps = self.policy.expansions(self.tree, leaf, sampling, seed)
         if not exps:
             self._refresh_exhausted(leaf)
         if self.cfg.selection.width == "adaptive" and leaf.parent is not None and not self._wide(leaf):
@@ -193,11 +199,16 @@ class TreeSearch(Growth):
         return terminals
 
     def _refresh_exhausted(self, node: Node) -> None:
-        """A node is exhausted when it is expanded and every child is exhausted (or terminal). Walks up only
-        while a node's state changes: an ancestor's state depends on its children's states alone."""
+        """A node is exhausted when it is expanded and every child is exhausted (or terminal), unless it may
+        widen (`selection.widen`): then it becomes a leaf for selection again, to be expanded with new samples.
+        Walks up only while a node's state changes: an ancestor's state depends on its children's states alone."""
         nodes, expanded, exhausted = self.tree.nodes, self.expanded, self.exhausted
         while node is not None:
             now = node.id in expanded and all(i in exhausted for i in node.children)
+            if now and node.children and self.widened.get(node.id, 0) < self.cfg.selection.widen:
+                self.widened[node.id] = self.widened.get(node.id, 0) + 1
+                expanded.discard(node.id)
+                now = False
             if now == (node.id in exhausted):
                 return
             if now:
