@@ -45,6 +45,7 @@ def need(cfg: AllocatorConfig, stats, reserve: bool = False) -> float:
 
 
 def hopeless(cfg: AllocatorConfig, stats) -> bool:
+    """`hopeless_after` ends and none correct."""
     return stats["correct"] == 0 and stats["rollouts"] >= cfg.hopeless_after
 
 
@@ -87,13 +88,18 @@ class Allocator:
         weights = [need(self.cfg, t.stats) for t in live]
         if reserve and not any(weights):  # nothing else to spend on: the reserve's turn
             weights = [need(self.cfg, t.stats, reserve=True) for t in live]
-        waiting = [t for t, w in zip(live, weights, strict=True) if w == 0 and reserve and hopeless(self.cfg, t.stats)]
-        open_ = [(t, w) for t, w in zip(live, weights, strict=True) if w > 0]
-        closed = [(t, self._why_closed(t)) for t, w in zip(live, weights, strict=True) if w == 0 and t not in waiting]
+        open_, waiting, closed = [], [], []
+        for t, w in zip(live, weights, strict=True):
+            if w > 0:
+                open_.append((t, w))
+            elif reserve and hopeless(self.cfg, t.stats):
+                waiting.append(t)
+            else:
+                closed.append((t, self._why_closed(t)))
         tranche = min(self.budget - self.committed(live), self.cfg.step_tokens * len(open_))
         if open_ and tranche <= 0:
             spent = f"allocator: run budget spent at checkpoint {self.checkpoints}"
-            return closed + [(t, spent) for t in [t for t, _ in open_] + waiting]
+            return closed + [(t, spent) for t, _ in open_] + [(t, spent) for t in waiting]
         for (t, _), share in zip(open_, split(max(0, tranche), [w for _, w in open_]), strict=True):
             t.mark(max(t.grant or 0, t.stats["generated_tokens"]) + share)
         for t in waiting:

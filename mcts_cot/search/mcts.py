@@ -205,8 +205,9 @@ class TreeSearch(Growth):
         nodes, expanded, exhausted = self.tree.nodes, self.expanded, self.exhausted
         while node is not None:
             now = node.id in expanded and all(i in exhausted for i in node.children)
-            if now and node.children and self.widened.get(node.id, 0) < self.cfg.selection.widen:
-                self.widened[node.id] = self.widened.get(node.id, 0) + 1
+            times = self.widened.get(node.id, 0)
+            if now and node.children and times < self.cfg.selection.widen:
+                self.widened[node.id] = times + 1
                 expanded.discard(node.id)
                 now = False
             if now == (node.id in exhausted):
