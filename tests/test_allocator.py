@@ -52,7 +52,7 @@ def trees(run_dir) -> dict[int, Tree]:
     return {order[t.problem["id"]]: t for t in iter_trees(run_dir)}
 
 
-@pytest.mark.parametrize("strategy", ["mcts", "best_of_n"])
+@pytest.mark.parametrize("strategy", ["mcts", "best_of_n", "fork"])
 def test_tokens_leave_solved_and_hopeless_problems(tmp_path, tiny_model_dir, strategy):
     cfg = config(tmp_path, tiny_model_dir, "run", f"strategy={strategy}", "policy.children=3", "best_of_n.wave=3",
                  "allocator.tokens_per_problem=400", "allocator.enough_correct=6")
@@ -114,10 +114,11 @@ def test_a_reserve_run_read_back_at_a_checkpoint_is_the_smaller_run(tmp_path, ti
         assert ta == tb and [t.to_record()["nodes"] for t in a] == [t.to_record()["nodes"] for t in b]
 
 
-def test_trees_do_not_depend_on_how_requests_interleave(tmp_path, tiny_model_dir, tree_records):
+@pytest.mark.parametrize("strategy", ["mcts", "fork"])
+def test_trees_do_not_depend_on_how_requests_interleave(tmp_path, tiny_model_dir, tree_records, strategy):
     """Grow the group tree by tree (each alone until it waits, in reverse order) instead of in lock-step
     waves: the allocator decides only when every tree waits, so the trees are the same."""
-    cfg = config(tmp_path, tiny_model_dir, "waves")
+    cfg = config(tmp_path, tiny_model_dir, "waves", f"strategy={strategy}")
     run_search(cfg, backends=scripted_factory(script))
     backend = scripted_factory(script)(cfg.model, cfg.backend)
     with Verifier.from_config(cfg.verify) as verifier:
@@ -139,7 +140,7 @@ def test_trees_do_not_depend_on_how_requests_interleave(tmp_path, tiny_model_dir
     assert {k: r["nodes"] for k, r in by_hand.items()} == {k: r["nodes"] for k, r in waves.items()}
 
 
-@pytest.mark.parametrize("sets", [[], ["selection.widen=2", "allocator.hopeless=reserve"]])
+@pytest.mark.parametrize("sets", [[], ["selection.widen=2", "allocator.hopeless=reserve"], ["strategy=fork"]])
 def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, tiny_model_dir, tree_records, sets):
     factory = scripted_factory(script, seeded=True)
     run_search(config(tmp_path, tiny_model_dir, "whole", "allocator.group=4", *sets), backends=factory)

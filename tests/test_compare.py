@@ -112,7 +112,7 @@ def test_a_best_of_n_share_read_back_equals_a_run_with_that_share(tmp_path, tiny
         assert abs(nearest_share(big, target, 2, score)[1] - target) <= abs(naive - target)
 
 
-def test_compare_gives_the_three_arms_equal_tokens_and_trains_on_two(tmp_path, tiny_model_dir):
+def test_compare_gives_the_four_arms_equal_tokens_and_trains_on_two(tmp_path, tiny_model_dir):
     cfg = CompareConfig(model=str(tiny_model_dir), backend="scripted", tokens_per_problem=300, budgets=2, yield_cap=6,
                         sets={"six": {"problems.source": "builtin:arithmetic:6"}}, train_models=True,
                         train_set="six", test_problems=3)
@@ -131,12 +131,14 @@ def test_compare_gives_the_three_arms_equal_tokens_and_trains_on_two(tmp_path, t
     assert data["problems"] == len(PROBLEMS) and len(data["budgets"]) == 2
     request = 3 * 384  # the largest request of any arm: 3 children (or 2 samples) of at most the path limit
     for row in data["budgets"]:
-        tokens = [row[arm]["tokens"] for arm in ("mcts", "best_of_n_allocated", "best_of_n")]
+        tokens = [row[arm]["tokens"] for arm in ("mcts", "fork", "best_of_n_allocated", "best_of_n")]
         assert max(tokens) - min(tokens) <= len(PROBLEMS) * request
-        assert row["mcts_over_best_of_n"][0] == row["mcts"]["yield"] / max(1e-9, row["best_of_n"]["yield"])
+        for tree in ("mcts", "fork"):
+            assert row[f"{tree}_over_best_of_n"][0] == row[tree]["yield"] / max(1e-9, row["best_of_n"]["yield"])
     assert data["budgets"][0]["mcts"]["tokens"] < data["budgets"][1]["mcts"]["tokens"]
     assert (tmp_path / "cmp" / "yield.png").stat().st_size > 0
     assert "MCTS / best-of-N distinct correct paths" in (tmp_path / "cmp" / "results.md").read_text()
+    assert "fork / best-of-N distinct correct paths" in (tmp_path / "cmp" / "results.md").read_text()
     evals = res["training"]["evals"]
     assert set(evals) == {"base", "mcts/search-0/train-0", "best_of_n/search-0/train-0"}
     assert "pooled over seeds" in (tmp_path / "cmp" / "results.md").read_text()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mcts_cot.answers import read_answer
-from mcts_cot.checkpoints.split import checkpoints, paragraphs
+from mcts_cot.checkpoints.split import checkpoints, paragraphs, token_bounds
 from mcts_cot.checkpoints.trajectories import Trajectory
 from mcts_cot.search.growth import Growth
 from mcts_cot.tree import Node
@@ -37,11 +37,7 @@ def prepare(traj: Trajectory, tokenizer, breaks: list[str], markers: list[str]) 
     """Tokenise once (a run's path keeps its ids), cut the ids at the paragraph breaks, find the checkpoints."""
     ids = traj.token_ids if traj.token_ids is not None else tokenizer.encode(traj.text, add_special_tokens=False)
     parts = paragraphs(traj.text, breaks)
-    ends, at = [], 0
-    for part in parts[:-1]:
-        at += len(part)
-        ends.append(_token_at(tokenizer, ids, at))
-    bounds = [0, *ends, len(ids)]
+    bounds = token_bounds(tokenizer, ids, parts)
     pieces = [ids[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
     keep = [k for k in checkpoints(parts, markers) if 0 < bounds[k] < len(ids)]
     # Two breaks on one token make an empty piece: drop it, and renumber the cuts to the pieces kept.
@@ -49,19 +45,6 @@ def prepare(traj: Trajectory, tokenizer, breaks: list[str], markers: list[str]) 
     cuts = sorted({index[k] for k in keep})
     answer, by = read_answer(traj.text)
     return Seed([p for p in pieces if p], cuts, answer, by, prompt_ids=traj.prompt_ids)
-
-
-def _token_at(tokenizer, ids: list[int], chars: int) -> int:
-    """The fewest leading tokens whose text covers the first `chars` characters (a break inside a token goes
-    with that token)."""
-    lo, hi = 0, len(ids)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if len(tokenizer.decode(ids[:mid])) >= chars:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
 
 
 @dataclass

@@ -31,6 +31,24 @@ def paragraphs(text: str, breaks: list[str]) -> list[str]:
     return [text]
 
 
+def token_bounds(tokenizer, ids: list[int], parts: list[str]) -> list[int]:
+    """Where the paragraphs `parts` of the text `ids` decode to begin and end, in tokens: [0, ..., len(ids)],
+    each end the fewest leading tokens whose text covers the paragraphs so far (a break inside a token goes
+    with that token). Cutting the ids there keeps them the model's own, token for token."""
+    ends, at = [], 0
+    for part in parts[:-1]:
+        at += len(part)
+        lo, hi = 0, len(ids)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if len(tokenizer.decode(ids[:mid])) >= at:
+                hi = mid
+            else:
+                lo = mid + 1
+        ends.append(lo)
+    return [0, *ends, len(ids)]
+
+
 def _merge_empty_tail(parts: list[str]) -> list[str]:
     """A trailing piece of only whitespace is no paragraph: it joins the one before it."""
     if len(parts) > 1 and not parts[-1].strip():

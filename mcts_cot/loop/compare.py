@@ -1,8 +1,8 @@
 """`mcts-cot compare-bon`: does tree search give more training data per generated token than sampling?
 
-Three arms grow on each problem set from one search config: MCTS under the run-level allocator, best-of-N under
-the same allocator (so tree structure and allocation are separated), and plain best-of-N (an equal share per
-problem). Each arm is one growing run; its smaller budgets are read back from it (`yields.py`), so every budget
+The arms grow on each problem set from one search config: the tree arms MCTS and fork (`search/fork.py`) under
+the run-level allocator, best-of-N under the same allocator (so tree structure and allocation are separated), and
+plain best-of-N (an equal share per problem). Each arm is one growing run; its smaller budgets are read back from it (`yields.py`), so every budget
 is measured at the tokens the arms actually generated. Per set and budget: the yield (distinct correct responses
 capped at the export's K), problems solved, pairs that pass the export rules, tokens, with 95% bootstrap
 intervals over problems, in a table and a plot. Optionally a model is trained on each arm's data at the largest
@@ -38,7 +38,8 @@ from mcts_cot.yields import (
     paired_ratio,
 )
 
-ARMS = ("mcts", "best_of_n_allocated", "best_of_n")
+ARMS = ("mcts", "fork", "best_of_n_allocated", "best_of_n")
+TREE_ARMS = ("mcts", "fork")  # each is compared with each best-of-N arm
 SETS = {
     "builtin 1-3 steps": {"problems.source": "builtin:arithmetic:48", "problems.difficulty": "1-3"},
     "builtin 4-6 steps": {"problems.source": "builtin:arithmetic:48", "problems.difficulty": "4-6"},
@@ -54,7 +55,7 @@ class CompareConfig:
     backend: Literal["vllm", "hf", "scripted"] = option("vllm", "Generation engine.")
     search: Stage = section(lambda: Stage(set=dict(LoopConfig().search.set)), "The search every arm shares (SearchConfig): prompt, policy, sampling, allocator settings.")
     sets: dict = option(SETS, "Problem sets: name → search keys (problems.*, and any other the set needs).")
-    arms: list = option(list(ARMS), "Arms: mcts, best_of_n_allocated, best_of_n (plain, an equal share per problem).")
+    arms: list = option(list(ARMS), "Arms: mcts, fork (best-of-N forked below correct responses), best_of_n_allocated, best_of_n (plain, an equal share per problem).")
     tokens_per_problem: int = option(1536, "The largest budget, per problem on average (the allocator's; plain best-of-N's share).", ge=1)
     budgets: int = option(3, "Budgets reported: this many, evenly spaced up to the largest, read from one run per arm.", ge=1)
     yield_cap: int = option(4, "K: distinct correct responses counted per problem (also the allocator's enough_correct).", ge=1)
@@ -102,11 +103,11 @@ def slug(name: str) -> str:
 def arm_config(cfg: CompareConfig, keys: dict, arm: str, seed: int) -> SearchConfig:
     """The shared search config with the arm's strategy and budget: allocated arms spend `tokens_per_problem`
     on average through the allocator, plain best-of-N exactly its share per problem. MCTS's own success rule
-    stops a tree at `yield_cap` correct ends, where the allocator would close it anyway."""
+    stops a tree at `yield_cap` correct ends (fork's too), where the allocator would close it anyway."""
     allocated = arm != "best_of_n"
     return stage_config(SearchConfig, cfg.search, **{
         "model.name": cfg.model, "backend.name": cfg.backend, "seed": seed, **keys,
-        "strategy": "mcts" if arm == "mcts" else "best_of_n", "best_of_n.wave": cfg.wave,
+        "strategy": arm if arm in TREE_ARMS else "best_of_n", "best_of_n.wave": cfg.wave,
         "allocator.enough_correct": cfg.yield_cap, "budget.success_correct": cfg.yield_cap,
         "budget.success_correct_after_min": cfg.yield_cap,
         "allocator.tokens_per_problem": cfg.tokens_per_problem if allocated else None,
@@ -120,8 +121,8 @@ def grow(runner: Runner, cfg: CompareConfig, name: str, keys: dict, arm: str, se
 
 
 def read_budgets(cfg: CompareConfig, dirs: dict[str, Path]) -> dict[str, Any]:
-    """Every arm at `budgets` equal-token points: the MCTS run's checkpoints nearest to evenly spaced targets
-    (or, without an MCTS arm, the targets themselves); the other allocated arm at its nearest checkpoint; plain
+    """Every arm at `budgets` equal-token points: the first tree arm's checkpoints nearest to evenly spaced
+    targets (or, without a tree arm, the targets themselves); the other allocated arms at their nearest checkpoint; plain
     best-of-N at the per-problem share whose total is nearest."""
     from mcts_cot.export import ExportConfig
 
@@ -133,7 +134,7 @@ def read_budgets(cfg: CompareConfig, dirs: dict[str, Path]) -> dict[str, Any]:
     problems = len(next(iter(trees.values())))
     curves = {arm: _curve(trees[arm], score, cfg.yield_cap) for arm in trees if arm != "best_of_n"}
     top = max((c[-1][0] for c in curves.values()), default=cfg.tokens_per_problem * problems)
-    lead = curves.get("mcts") or next(iter(curves.values()), None)
+    lead = next((curves[a] for a in TREE_ARMS if a in curves), None) or next(iter(curves.values()), None)
     targets = [top * (j + 1) / cfg.budgets for j in range(cfg.budgets)]
     budgets = []
     for target in targets:
@@ -180,12 +181,11 @@ def _measure(trees: list[Tree], tokens: int, cap: int, ecfg) -> dict[str, Any]:
 
 
 def _ratios(row: dict[str, Any]) -> None:
-    """MCTS / each best-of-N arm: yield ratio with a paired interval over problems."""
-    if "mcts" not in row:
-        return
-    for arm in ("best_of_n", "best_of_n_allocated"):
-        if arm in row:
-            row[f"mcts_over_{arm}"] = paired_ratio(row["mcts"]["per_problem"], row[arm]["per_problem"])
+    """Each tree arm / each best-of-N arm: yield ratio with a paired interval over problems."""
+    for tree in (a for a in TREE_ARMS if a in row):
+        for arm in ("best_of_n", "best_of_n_allocated"):
+            if arm in row:
+                row[f"{tree}_over_{arm}"] = paired_ratio(row[tree]["per_problem"], row[arm]["per_problem"])
 
 
 def _run_facts(run_dir: Path) -> dict[str, Any]:

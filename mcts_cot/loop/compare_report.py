@@ -10,7 +10,8 @@ from mcts_cot.evaluate import correct_by_id
 from mcts_cot.tables import Grid
 from mcts_cot.yields import bootstrap
 
-LABELS = {"mcts": "MCTS", "best_of_n_allocated": "best-of-N, allocated", "best_of_n": "best-of-N"}
+LABELS = {"mcts": "MCTS", "fork": "fork", "best_of_n_allocated": "best-of-N, allocated", "best_of_n": "best-of-N"}
+TREES = ("mcts", "fork")
 
 
 def _x(ratio: tuple[float, float, float]) -> str:
@@ -25,22 +26,21 @@ def _ci(value: float, ci: tuple[float, float], fmt: str = "{:.0f}") -> str:
 
 
 def compare_table(result: dict[str, Any], cap: int) -> Grid:
-    """One row per set, budget and arm; the caption holds the MCTS / best-of-N yield ratios at the largest
-    budget of each set."""
-    table = Grid(f"MCTS vs best-of-N at equal generated tokens: yield = Σ min(distinct correct, {cap})",
-                 ["set", "budget", "arm", "tokens", "yield [95% CI]", "solved", "pairs", "MCTS / arm"], left=3)
+    """One row per set, budget and arm, a best-of-N row with each tree arm's yield ratio to it; the caption holds
+    the tree arms' ratios to plain best-of-N at the largest budget of each set."""
+    table = Grid(f"Tree search vs best-of-N at equal generated tokens: yield = Σ min(distinct correct, {cap})",
+                 ["set", "budget", "arm", "tokens", "yield [95% CI]", "solved", "pairs", "tree arm / arm"], left=3)
     notes = []
     for name, data in result["sets"].items():
         for j, row in enumerate(data["budgets"], start=1):
             for arm, m in ((a, row[a]) for a in LABELS if a in row):
-                ratio = row.get(f"mcts_over_{arm}")
+                ratios = [(t, row[f"{t}_over_{arm}"]) for t in TREES if f"{t}_over_{arm}" in row]
                 table.add_row(name, f"{j}/{len(data['budgets'])}", LABELS[arm], m["tokens"], _ci(m["yield"], m["yield_ci"]),
                               f"{m['solved']}/{data['problems']}", m["pairs"],
-                              _x(ratio) if ratio else "")
+                              "; ".join(f"{LABELS[t]} {_x(r)}" if len(ratios) > 1 else _x(r) for t, r in ratios))
         last = data["budgets"][-1]
-        if "mcts_over_best_of_n" in last:
-            r = last["mcts_over_best_of_n"]
-            notes.append(f"{name}: MCTS / best-of-N distinct correct paths {_x(r)}")
+        notes += [f"{name}: {LABELS[t]} / best-of-N distinct correct paths {_x(last[f'{t}_over_best_of_n'])}"
+                  for t in TREES if f"{t}_over_best_of_n" in last]
     table.caption = "; ".join(notes) + ("; " if notes else "") + "95% bootstrap intervals over problems (ratios paired)"
     return table
 
@@ -69,8 +69,8 @@ def plot_yields(result: dict[str, Any], path: Path) -> None:
 
 
 def paired_training(result: dict[str, Any]) -> Grid:
-    """Greedy accuracy of every trained model against base, and pooled MCTS − best-of-N: per problem, the mean
-    over seed pairs of (MCTS model right) − (best-of-N model right), bootstrapped over problems."""
+    """Greedy accuracy of every trained model against base, and pooled tree arm − best-of-N: per problem, the mean
+    over seed pairs of (tree-arm model right) − (best-of-N model right), bootstrapped over problems."""
     evals = result["training"]["evals"]
     right = {name: correct_by_id(Path(d) / "samples.jsonl") for name, d in evals.items()}
     ids = sorted(right["base"])
@@ -80,13 +80,16 @@ def paired_training(result: dict[str, Any]) -> Grid:
         diff = [float(r[i]) - float(right["base"][i]) for i in ids]
         table.add_row(name, f"{sum(r[i] for i in ids) / len(ids):.1%}",
                       "" if name == "base" else _ci(100 * _mean(diff), tuple(100 * x for x in bootstrap(diff, _mean)), "{:+.1f}"))
-    mcts = [k for k in right if k.startswith("mcts/")]
     bon = [k for k in right if k.startswith("best_of_n/")]
-    if mcts and bon:
-        pooled = [_mean([float(right[m][i]) for m in mcts]) - _mean([float(right[b][i]) for b in bon]) for i in ids]
-        lo, hi = bootstrap(pooled, _mean)
-        table.caption = (f"MCTS − best-of-N, pooled over seeds: {100 * _mean(pooled):+.1f} points "
+    notes = []
+    for tree in TREES:
+        mine = [k for k in right if k.startswith(f"{tree}/")]
+        if mine and bon:
+            pooled = [_mean([float(right[m][i]) for m in mine]) - _mean([float(right[b][i]) for b in bon]) for i in ids]
+            lo, hi = bootstrap(pooled, _mean)
+            notes.append(f"{LABELS[tree]} − best-of-N, pooled over seeds: {100 * _mean(pooled):+.1f} points "
                          f"[{100 * lo:+.1f}, {100 * hi:+.1f}] on {len(ids)} problems")
+    table.caption = "; ".join(notes)
     return table
 
 

@@ -2,7 +2,7 @@
 
 - `config.py`: `SearchConfig` and the sections every strategy reads;
 - `growth.py`: what every strategy shares (verdicts, backup, the finished record) and the `TreeGrower` interface;
-- `mcts.py`, `best_of_n.py`: the strategies, peers behind that interface;
+- `mcts.py`, `best_of_n.py`, `fork.py`: the strategies, peers behind that interface;
 - `engine.py`: many trees over one backend and one verifier (`Engine`, `run_waves`), in lock-step waves or
   continuously through `scheduler.py` (each tree keeps its own requests in flight).
 

@@ -17,17 +17,17 @@ from mcts_cot.search.growth import Growth
 from mcts_cot.tree import Node
 
 
-def check(cfg: SearchConfig) -> None:
-    """A best-of-N run needs a sample count, a token budget per problem, or the run-level allocator."""
-    if cfg.best_of_n.n is None and cfg.best_of_n.tokens_per_problem is None and cfg.allocator.tokens_per_problem is None:
-        raise UserError("strategy best_of_n: set best_of_n.n (samples per problem), best_of_n.tokens_per_problem "
-                        "or allocator.tokens_per_problem")
-
-
 class BestOfN(Growth):
     """One problem's best-of-N samples as a one-level tree."""
 
     pending = False  # a request is out and its completions not yet grown
+
+    @classmethod
+    def check(cls, cfg: SearchConfig) -> None:
+        """A best-of-N run needs a sample count, a token budget per problem, or the run-level allocator."""
+        if cfg.best_of_n.n is None and cfg.best_of_n.tokens_per_problem is None and cfg.allocator.tokens_per_problem is None:
+            raise UserError(f"strategy {cfg.strategy}: set best_of_n.n (samples per problem), best_of_n.tokens_per_problem "
+                            "or allocator.tokens_per_problem")
 
     def plan(self, slots: int | None = None) -> list[Expansion]:
         """One request at a time, whatever `slots` the scheduler offers: a tree's samples are drawn in order."""

@@ -1,8 +1,8 @@
 """The `search` command's configuration: which strategy grows the trees, and the sections every strategy reads.
 
-Strategies (`strategy`) are peers: MCTS (`mcts.py`) and best-of-N (`best_of_n.py`) read the same model,
-prompt, policy (step boundaries and the terminal rule), reward and budget sections, so a comparison between
-them is like for like by construction.
+Strategies (`strategy`) are peers: MCTS (`mcts.py`), best-of-N (`best_of_n.py`) and fork (`fork.py`) read the
+same model, prompt, policy (step boundaries and the terminal rule), reward and budget sections, so a comparison
+between them is like for like by construction.
 """
 
 from __future__ import annotations
@@ -83,10 +83,18 @@ class BestOfNSettings:
 
 
 @dataclass
+class ForkSettings:
+    """strategy fork (`fork.py`): best-of-N's whole responses cut into steps at `policy.stop`; every step boundary
+    on a correct response's path is forked once, deepest first. Samples and budget as best_of_n.* (no fixed n)."""
+
+    n: int = option(2, "Continuations sampled from each step boundary of a correct response.", ge=1)
+
+
+@dataclass
 class SearchConfig(GenerationConfig):
     """`mcts-cot search`: grow one verified tree per problem (MCTS, or best-of-N as its baseline)."""
 
-    strategy: Literal["mcts", "best_of_n"] = option("mcts", "How a tree grows: mcts (selection, expansion, backup) or best_of_n (whole samples from the root; see best_of_n.*).")
+    strategy: Literal["mcts", "best_of_n", "fork"] = option("mcts", "How a tree grows: mcts (selection, expansion, backup), best_of_n (whole samples from the root; see best_of_n.*) or fork (best-of-N, then continuations forked from the step boundaries of correct responses; see fork.*).")
 
     problems: ProblemsConfig = section(lambda: ProblemsConfig(split="train"), "Problems to search.")
     critic_model: str | None = option(None, "typed: a second model for actions marked `model: critic` (the paper uses another model for double-check / reflection).")
@@ -94,7 +102,8 @@ class SearchConfig(GenerationConfig):
     selection: SelectionConfig = section(SelectionConfig, "Leaf selection.")
     budget: BudgetConfig = section(BudgetConfig, "Per-tree and global budgets.")
     reward: RewardConfig = section(RewardConfig, "Rewards.")
-    best_of_n: BestOfNSettings = section(BestOfNSettings, "strategy best_of_n: how many samples per problem.")
+    best_of_n: BestOfNSettings = section(BestOfNSettings, "strategy best_of_n (and fork): how many samples per problem.")
+    fork: ForkSettings = section(ForkSettings, "strategy fork: continuations per forked step boundary.")
     allocator: AllocatorConfig = section(AllocatorConfig, "Run-level token budget moved between problems by need (off by default).")
     temperature: float = option(0.7, "Sampling temperature of expansions (the paper: 0.7).", ge=0)
     top_p: float = option(0.9, "Nucleus mass of expansions (the paper: 0.9).", gt=0, le=1)

@@ -20,17 +20,17 @@ from mcts_cot.backends.base import Backend
 from mcts_cot.policies import make_policy
 from mcts_cot.problems import Problem
 from mcts_cot.prompts import Prompter
-from mcts_cot.search import best_of_n
 from mcts_cot.search.allocator import Allocator
 from mcts_cot.search.best_of_n import BestOfN
 from mcts_cot.search.config import SearchConfig
+from mcts_cot.search.fork import Fork
 from mcts_cot.search.growth import TreeGrower
 from mcts_cot.search.mcts import TreeSearch
 from mcts_cot.search.scheduler import Continuous
 from mcts_cot.tree import STOPPED, Node, Tree
 from mcts_cot.verify import AnswerVerifier
 
-STRATEGIES = {"mcts": TreeSearch, "best_of_n": BestOfN}
+STRATEGIES = {"mcts": TreeSearch, "best_of_n": BestOfN, "fork": Fork}
 
 
 @dataclass
@@ -44,8 +44,7 @@ class Engine:
     """Grows many trees of one strategy over one backend (two with a critic model) and one verifier."""
 
     def __init__(self, cfg: SearchConfig, backends: dict[str, Backend], verifier: AnswerVerifier, tokenizer):
-        if cfg.strategy == "best_of_n":
-            best_of_n.check(cfg)
+        STRATEGIES[cfg.strategy].check(cfg)
         self.cfg, self.backends, self.verifier, self.tok = cfg, backends, verifier, tokenizer
         self.policy = make_policy(cfg.policy, tokenizer, cfg.seed)
         self.prompter = Prompter(tokenizer, cfg.prompt)

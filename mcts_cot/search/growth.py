@@ -71,6 +71,10 @@ class Growth:
         self.grant: int | None = None  # set by a run-level allocator; None: the strategy's own rule alone
         self.marks: list[tuple[int, int]] = []  # (generated tokens, nodes) at each allocator checkpoint
 
+    @classmethod
+    def check(cls, cfg: SearchConfig) -> None:
+        """Refuse, in one line, a config this strategy cannot run (none by default)."""
+
     @property
     def paused(self) -> bool:
         """The tree has spent its allocator grant and waits for the next checkpoint."""
