@@ -1,5 +1,5 @@
 """The yield proof's measuring stick: distinct correct responses (paraphrases count once), budgets read back from
-one growing run equal runs with those smaller budgets, and `compare-bon` gives its three arms equal tokens."""
+one growing run equal runs with those smaller budgets, and `compare-bon` gives its arms equal tokens."""
 
 from __future__ import annotations
 
