@@ -1,5 +1,5 @@
 """strategy fork: best-of-N's responses cut into step chains (the model's own ids), forks only below correct
-responses and deepest first, shared steps one node and a repeated response a draw of its own, and more distinct
+responses and deepest first, shared steps one node and a repeated response a merged draw, and more distinct
 correct paths per token than best-of-N where a correct prefix makes a correct end likely."""
 
 from __future__ import annotations
@@ -43,8 +43,11 @@ def config(tmp_path, model, name: str, *sets: str) -> SearchConfig:
         "best_of_n.tokens_per_problem=1200", "budget.success_correct=99", *sets])
 
 
-def test_fork_trees_are_step_chains_forked_below_correct_responses_deepest_first(tmp_path, tiny_model_dir):
-    run_search(config(tmp_path, tiny_model_dir, "fork", "strategy=fork"), backends=scripted_factory(script, seeded=True))
+@pytest.mark.parametrize(("min_suffix", "deepest"), [(24, 3), (40, 2)])  # the answer line alone: ~33 tokens
+def test_fork_trees_are_step_chains_forked_below_correct_responses_deepest_first(tmp_path, tiny_model_dir, min_suffix,
+                                                                                  deepest):
+    run_search(config(tmp_path, tiny_model_dir, "fork", "strategy=fork", f"fork.min_suffix_tokens={min_suffix}"),
+               backends=scripted_factory(script, seeded=True))
     tok = load_tokenizer(str(tiny_model_dir))
     forks = 0
     for tree in iter_trees(tmp_path / "fork"):
@@ -58,12 +61,11 @@ def test_fork_trees_are_step_chains_forked_below_correct_responses_deepest_first
             assert all(n.text.endswith("\n\n") for n in path[:-1]) and "\\boxed" in end.text
         branched = [n for n in tree.nodes[1:] if len(n.children) > 1]
         assert all(n.id in on_correct for n in branched)  # forks only below correct responses
-        # the first fork: from the deepest step of the correct paths found before it
+        # the first fork: from the deepest step of the correct paths found before it whose suffix is long enough
         first = next((n for n in tree.nodes if n.parent not in (None, 0) and n.id != tree.nodes[n.parent].children[0]), None)
         if first is not None:
             forks += 1
-            before = [n for e in correct if e.id < first.id for n in tree.path(e)[:-1]]
-            assert tree.nodes[first.parent].depth == max(n.depth for n in before) == 3
+            assert tree.nodes[first.parent].depth == deepest
         assert tree.root.N == len(ends) == tree.stats["rollouts"]
     assert forks >= 2
 
@@ -82,16 +84,15 @@ def test_fork_finds_more_distinct_correct_paths_per_token_than_best_of_n(tmp_pat
     assert sum(t.stats.get("forks", 0) for t in fork) > 0
 
 
-def test_shared_steps_are_one_node_and_a_repeated_response_is_a_draw_of_its_own(tmp_path, tiny_model_dir):
+def test_shared_steps_are_one_node_and_a_repeated_response_is_a_merged_draw(tmp_path, tiny_model_dir):
     def same(prompt: str, index: int) -> str:
         return "Step 1: add.\n\nThe answer is \\boxed{1}."
 
     run_search(config(tmp_path, tiny_model_dir, "same", "strategy=fork", "best_of_n.max_n=6",
                       "best_of_n.tokens_per_problem=100000"), backends=scripted_factory(same))
     for tree in iter_trees(tmp_path / "same"):
-        step, *ends = tree.nodes[1:]
-        assert tree.root.children == [step.id] and step.children == [e.id for e in ends]
-        assert len(ends) == tree.stats["rollouts"] == 6  # max_n counts draws, copies too, as best-of-N does
+        assert len(tree.nodes) == 3 and tree.stats["rollouts"] == 1  # one end: a copy is no new correct path
+        assert tree.stats["rollouts"] + tree.stats["merged"] == 6  # max_n counts draws, the copies too
 
 
 @pytest.mark.parametrize(("sets", "message"), [

@@ -34,7 +34,7 @@ class BestOfN(Growth):
         if self.pending or self.paused or self._spent():
             return []
         bon = self.cfg.best_of_n
-        n = bon.n if bon.n is not None and self.grant is None else min(bon.wave, bon.max_n - self.stats["rollouts"])
+        n = bon.n if bon.n is not None and self.grant is None else min(bon.wave, bon.max_n - self.stats["rollouts"] - self.stats["merged"])
         root = self.tree.root
         req = Request(prompt_ids=self.tree.prompt_ids, n=n, max_tokens=self.policy.max_path_tokens,
                       temperature=self.cfg.temperature, top_p=self.cfg.top_p,
@@ -55,13 +55,14 @@ class BestOfN(Growth):
         return out
 
     def _spent(self) -> bool:
-        """Every sample drawn. Under the allocator only `max_n` ends a tree: the allocator ends the rest."""
+        """Every sample drawn (a merged copy, fork's, counts as a draw). Under the allocator only `max_n` ends a
+        tree: the allocator ends the rest."""
         bon, s = self.cfg.best_of_n, self.stats
         if self.grant is not None:
-            return s["rollouts"] >= bon.max_n
+            return s["rollouts"] + s["merged"] >= bon.max_n
         if bon.n is not None:
             return s["waves"] > 0
-        return s["generated_tokens"] >= bon.tokens_per_problem or s["rollouts"] >= bon.max_n
+        return s["generated_tokens"] >= bon.tokens_per_problem or s["rollouts"] + s["merged"] >= bon.max_n
 
     def outcome(self) -> tuple[str, str] | None:
         """Done once every sample is drawn and verified: solved when any sample is correct."""

@@ -4,10 +4,14 @@ Best-of-N pays a whole response for every correct path; a tree can pay for the s
 whole responses from the root exactly as best-of-N does (the same seeds, so on a seeded backend its root samples
 are best-of-N's) and cuts each at the policy's step breaks (`policy.stop`) into a chain of step nodes, the
 model's own token ids cut where the text breaks; identical steps under one parent are one node, so responses
-that share steps share nodes. A step that states an answer ends its chain, as it ends an MCTS path; ends are
-never merged (as best-of-N's samples are not: a repeated response is a draw, and the allocator counts it). Once a response verifies correct, each step boundary on its
-path is forked once, deepest first (the cheapest suffix): `fork.n` continuations from the prefix up to it. A
-correct continuation adds its own boundaries. Without a correct response the tree is best-of-N.
+that share steps share nodes, and a response that repeats one already in the tree is a merged draw: it counts
+against `best_of_n.max_n` but is no new end (a copy teaches nothing, and counting it as another correct end
+would tell the allocator a tree is nearer its cap than it is). A step that states an answer ends its chain, as
+it ends an MCTS path. Once a response verifies correct, each step boundary on its path whose suffix there held
+at least `fork.min_suffix_tokens` is forked once, deepest first (the cheapest suffix), with `fork.n`
+continuations from the prefix up to it; a correct continuation adds its own boundaries. (The embedded model's
+last step is mostly "The answer is \\boxed{17}.": resampling it alone gave copies.) Without a correct response
+the tree is best-of-N.
 
 The wrong continuations of a fork share the correct path's prefix: the step-level pairs (Step-DPO, TreeRL's
 forked chains) the export cuts at that node. After TreeRL's EPTree (forking sampled chains rather than growing
@@ -63,12 +67,19 @@ class Fork(BestOfN):
 
     def grow(self, exp: Expansion, completions: list[Completion]) -> list[Node]:
         self.pending = False
+        out = []
         for comp in completions:
             self.stats["generated_tokens"] += len(comp.token_ids)
-        return [self._chain(exp.node, comp) for comp in completions]
+            end = self._chain(exp.node, comp)
+            if end is None:
+                self.stats["merged"] += 1
+            else:
+                out.append(end)
+        return out
 
-    def _chain(self, parent: Node, comp: Completion) -> Node:
-        """The completion as step nodes under `parent` (steps it shares reused); its end node."""
+    def _chain(self, parent: Node, comp: Completion) -> Node | None:
+        """The completion as step nodes under `parent` (steps it shares reused); its new end node, or None when
+        the whole response is already in the tree."""
         tok, ids = self.policy.tok, list(comp.token_ids)
         bounds = token_bounds(tok, ids, paragraphs(comp.text, list(self.policy.cfg.stop)))
         pieces = [ids[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a] or [ids]
@@ -76,7 +87,9 @@ class Fork(BestOfN):
         for k, piece in enumerate(pieces):
             text = tok.decode(piece)
             end = k == len(pieces) - 1 or read_answer(text)[0] is not None
-            twin = None if end else next((c for c in self.tree.children(node) if c.text == text and c.terminal is None), None)
+            twin = next((c for c in self.tree.children(node) if c.text == text and (c.terminal is not None) == end), None)
+            if twin is not None and end:
+                return None
             node = twin or self.tree.add(node, kind="step", text=text, token_ids=piece, logprob=comp.logprob if end else 0.0,
                                          finish=comp.finish if k == len(pieces) - 1 else "stop")
             if end:
@@ -85,10 +98,15 @@ class Fork(BestOfN):
         return node
 
     def score(self, node: Node, verdict: str) -> None:
-        """The shared backup; a correct end makes every unforked step boundary on its path a fork point."""
+        """The shared backup; a correct end makes each unforked step boundary on its path a fork point, where the
+        path's suffix after it holds at least `fork.min_suffix_tokens`."""
         super().score(node, verdict)
         if verdict == "correct":
-            self.points.update(n.id for n in self.tree.path(node)[:-1] if n.id not in self.forked)
+            path, suffix = self.tree.path(node), 0
+            for step, after in zip(reversed(path[:-1]), reversed(path[1:]), strict=True):
+                suffix += len(after.token_ids)
+                if suffix >= self.cfg.fork.min_suffix_tokens and step.id not in self.forked:
+                    self.points.add(step.id)
 
     def _enough(self) -> bool:
         return self.stats["correct"] >= self.cfg.budget.success_correct
