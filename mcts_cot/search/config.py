@@ -87,7 +87,7 @@ class ForkSettings:
     """strategy fork (`fork.py`): best-of-N's whole responses cut into steps at `policy.stop`; each step boundary
     on a correct response's path is forked once, deepest first. Samples and budget as best_of_n.* (no fixed n)."""
 
-    n: int = option(2, "Continuations sampled from each step boundary of a correct response.", ge=1)
+    n: int = option(4, "Continuations sampled from each step boundary of a correct response.", ge=1)
     min_suffix_tokens: int = option(24, "A boundary is forked only where the correct path's suffix after it held at least this many tokens (a lone answer line resampled gives copies).", ge=1)
 
 
