@@ -11,6 +11,7 @@ from test_allocator import PROBLEMS, script
 from mcts_cot.backends import scripted_factory
 from mcts_cot.config import load_config
 from mcts_cot.loop import CompareConfig, run_compare
+from mcts_cot.loop.compare import ARMS
 from mcts_cot.run import run_search
 from mcts_cot.search import SearchConfig
 from mcts_cot.store import iter_trees
@@ -115,7 +116,7 @@ def test_a_best_of_n_share_read_back_equals_a_run_with_that_share(tmp_path, tiny
 def test_compare_gives_the_four_arms_equal_tokens_and_trains_on_two(tmp_path, tiny_model_dir):
     cfg = CompareConfig(model=str(tiny_model_dir), backend="scripted", tokens_per_problem=300, budgets=2, yield_cap=6,
                         sets={"six": {"problems.source": "builtin:arithmetic:6"}}, train_models=True,
-                        train_set="six", test_problems=3)
+                        train_set="six", test_problems=3, arms=list(ARMS))
     cfg.search.set.update({"prompt.system": "", "prompt.few_shot": [], "verify.workers": 1, "policy.children": 3,
                            "allocator.step_tokens": 20, "allocator.hopeless_after": 6})
     cfg.train.set.update({"max_steps": 1, "per_device_train_batch_size": 2, "max_length": 256, "logging_steps": 1})

@@ -55,7 +55,7 @@ class CompareConfig:
     backend: Literal["vllm", "hf", "scripted"] = option("vllm", "Generation engine.")
     search: Stage = section(lambda: Stage(set=dict(LoopConfig().search.set)), "The search every arm shares (SearchConfig): prompt, policy, sampling, allocator settings.")
     sets: dict = option(SETS, "Problem sets: name → search keys (problems.*, and any other the set needs).")
-    arms: list = option(list(ARMS), "Arms: mcts, fork (best-of-N forked below correct responses), best_of_n_allocated, best_of_n (plain, an equal share per problem).")
+    arms: list = option(["mcts", "best_of_n_allocated", "best_of_n"], "Arms, of: mcts, fork (best-of-N forked below correct responses; plain policy only, measured 0.88x of best-of-N in docs/RESULTS.md §9), best_of_n_allocated, best_of_n (plain, an equal share per problem).")
     tokens_per_problem: int = option(1536, "The largest budget, per problem on average (the allocator's; plain best-of-N's share).", ge=1)
     budgets: int = option(3, "Budgets reported: this many, evenly spaced up to the largest, read from one run per arm.", ge=1)
     yield_cap: int = option(4, "K: distinct correct responses counted per problem (also the allocator's enough_correct).", ge=1)
