@@ -1,9 +1,9 @@
 """`mcts-cot compare-bon`: does tree search give more training data per generated token than sampling?
 
-The arms grow on each problem set from one search config: the tree arms MCTS and fork (`search/fork.py`) under
+The arms grow on each problem set from one search config: MCTS (and, where listed, fork: `search/fork.py`) under
 the run-level allocator, best-of-N under the same allocator (so tree structure and allocation are separated), and
-plain best-of-N (an equal share per problem). Each arm is one growing run; its smaller budgets are read back from it (`yields.py`), so every budget
-is measured at the tokens the arms actually generated. Per set and budget: the yield (distinct correct responses
+plain best-of-N (an equal share per problem). Each arm is one growing run; its smaller budgets are read back from
+it (`yields.py`), so every budget is measured at the tokens the arms actually generated. Per set and budget: the yield (distinct correct responses
 capped at the export's K), problems solved, pairs that pass the export rules, tokens, with 95% bootstrap
 intervals over problems, in a table and a plot. Optionally a model is trained on each arm's data at the largest
 budget (several search and training seeds) and evaluated greedily on test problems of the same difficulty.
@@ -21,7 +21,7 @@ from rich.console import Console
 
 from mcts_cot.backends import BackendFactory, make_backend
 from mcts_cot.config import option, save_config, section
-from mcts_cot.loop.compare_report import compare_table, paired_training, plot_yields
+from mcts_cot.loop.compare_report import TREE_ARMS, compare_table, paired_training, plot_yields
 from mcts_cot.loop.engines import EnginePool
 from mcts_cot.loop.reports import write_results
 from mcts_cot.loop.rounds import LoopConfig
@@ -39,7 +39,6 @@ from mcts_cot.yields import (
 )
 
 ARMS = ("mcts", "fork", "best_of_n_allocated", "best_of_n")
-TREE_ARMS = ("mcts", "fork")  # each is compared with each best-of-N arm
 SETS = {
     "builtin 1-3 steps": {"problems.source": "builtin:arithmetic:48", "problems.difficulty": "1-3"},
     "builtin 4-6 steps": {"problems.source": "builtin:arithmetic:48", "problems.difficulty": "4-6"},
@@ -122,8 +121,8 @@ def grow(runner: Runner, cfg: CompareConfig, name: str, keys: dict, arm: str, se
 
 def read_budgets(cfg: CompareConfig, dirs: dict[str, Path]) -> dict[str, Any]:
     """Every arm at `budgets` equal-token points: the first tree arm's checkpoints nearest to evenly spaced
-    targets (or, without a tree arm, the targets themselves); the other allocated arms at their nearest checkpoint; plain
-    best-of-N at the per-problem share whose total is nearest."""
+    targets (or, without a tree arm, the targets themselves); the other allocated arms at their nearest
+    checkpoint; plain best-of-N at the per-problem share whose total is nearest."""
     from mcts_cot.export import ExportConfig
 
     ecfg = stage_config(ExportConfig, cfg.export)

@@ -11,7 +11,7 @@ from mcts_cot.tables import Grid
 from mcts_cot.yields import bootstrap
 
 LABELS = {"mcts": "MCTS", "fork": "fork", "best_of_n_allocated": "best-of-N, allocated", "best_of_n": "best-of-N"}
-TREES = ("mcts", "fork")
+TREE_ARMS = ("mcts", "fork")  # compare-bon's tree arms: each is compared with each best-of-N arm
 
 
 def _x(ratio: tuple[float, float, float]) -> str:
@@ -34,13 +34,13 @@ def compare_table(result: dict[str, Any], cap: int) -> Grid:
     for name, data in result["sets"].items():
         for j, row in enumerate(data["budgets"], start=1):
             for arm, m in ((a, row[a]) for a in LABELS if a in row):
-                ratios = [(t, row[f"{t}_over_{arm}"]) for t in TREES if f"{t}_over_{arm}" in row]
+                ratios = [(t, row[f"{t}_over_{arm}"]) for t in TREE_ARMS if f"{t}_over_{arm}" in row]
                 table.add_row(name, f"{j}/{len(data['budgets'])}", LABELS[arm], m["tokens"], _ci(m["yield"], m["yield_ci"]),
                               f"{m['solved']}/{data['problems']}", m["pairs"],
                               "; ".join(f"{LABELS[t]} {_x(r)}" if len(ratios) > 1 else _x(r) for t, r in ratios))
         last = data["budgets"][-1]
         notes += [f"{name}: {LABELS[t]} / best-of-N distinct correct paths {_x(last[f'{t}_over_best_of_n'])}"
-                  for t in TREES if f"{t}_over_best_of_n" in last]
+                  for t in TREE_ARMS if f"{t}_over_best_of_n" in last]
     table.caption = "; ".join(notes) + ("; " if notes else "") + "95% bootstrap intervals over problems (ratios paired)"
     return table
 
@@ -82,7 +82,7 @@ def paired_training(result: dict[str, Any]) -> Grid:
                       "" if name == "base" else _ci(100 * _mean(diff), tuple(100 * x for x in bootstrap(diff, _mean)), "{:+.1f}"))
     bon = [k for k in right if k.startswith("best_of_n/")]
     notes = []
-    for tree in TREES:
+    for tree in TREE_ARMS:
         mine = [k for k in right if k.startswith(f"{tree}/")]
         if mine and bon:
             pooled = [_mean([float(right[m][i]) for m in mine]) - _mean([float(right[b][i]) for b in bon]) for i in ids]

@@ -93,7 +93,7 @@ class ForkSettings:
 
 @dataclass
 class SearchConfig(GenerationConfig):
-    """`mcts-cot search`: grow one verified tree per problem (MCTS, or best-of-N as its baseline)."""
+    """`mcts-cot search`: grow one verified tree per problem (MCTS or fork, or best-of-N as their baseline)."""
 
     strategy: Literal["mcts", "best_of_n", "fork"] = option("mcts", "How a tree grows: mcts (selection, expansion, backup), best_of_n (whole samples from the root; see best_of_n.*) or fork (best-of-N, then continuations forked from the step boundaries of correct responses; see fork.*).")
 
