@@ -111,9 +111,9 @@ def compare_bon(
     set_: SetOpt = None,
     backend: BackendOpt = None,
 ) -> None:
-    """Tree search (MCTS, fork) vs best-of-N (allocated and plain) at equal generated tokens on each problem set:
-    yield (distinct correct responses capped at K), problems solved and pairs at several budgets, with intervals
-    and a plot; optionally (train_models=true) models trained on each arm's data, evaluated greedily, paired."""
+    """Tree search (MCTS; fork where `arms` lists it) vs best-of-N (allocated and plain) at equal generated
+    tokens on each problem set: yield (distinct correct responses capped at K), problems solved and pairs at
+    several budgets, with intervals and a plot; optionally (train_models=true) models trained on each arm's data, evaluated greedily, paired."""
     from mcts_cot.loop import CompareConfig, load_loop_config, run_compare
 
     cfg = load_loop_config(config, set_, cls=CompareConfig, backend=backend)
