@@ -113,7 +113,8 @@ def compare_bon(
 ) -> None:
     """Tree search (MCTS; fork where `arms` lists it) vs best-of-N (allocated and plain) at equal generated
     tokens on each problem set: yield (distinct correct responses capped at K), problems solved and pairs at
-    several budgets, with intervals and a plot; optionally (train_models=true) models trained on each arm's data, evaluated greedily, paired."""
+    several budgets, with intervals and a plot; optionally (train_models=true) models trained on each arm's
+    data, evaluated greedily, paired."""
     from mcts_cot.loop import CompareConfig, load_loop_config, run_compare
 
     cfg = load_loop_config(config, set_, cls=CompareConfig, backend=backend)

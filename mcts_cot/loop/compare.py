@@ -3,8 +3,8 @@
 The arms grow on each problem set from one search config: MCTS (and, where listed, fork: `search/fork.py`) under
 the run-level allocator, best-of-N under the same allocator (so tree structure and allocation are separated), and
 plain best-of-N (an equal share per problem). Each arm is one growing run; its smaller budgets are read back from
-it (`yields.py`), so every budget is measured at the tokens the arms actually generated. Per set and budget: the yield (distinct correct responses
-capped at the export's K), problems solved, pairs that pass the export rules, tokens, with 95% bootstrap
+it (`yields.py`), so every budget is measured at the tokens the arms actually generated. Per set and budget: the
+yield (distinct correct responses capped at the export's K), problems solved, pairs that pass the export rules, tokens, with 95% bootstrap
 intervals over problems, in a table and a plot. Optionally a model is trained on each arm's data at the largest
 budget (several search and training seeds) and evaluated greedily on test problems of the same difficulty.
 """
