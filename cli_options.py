@@ -23,7 +23,7 @@ ProblemsOpt = Annotated[str | None, typer.Option("--problems", "-p", help="built
 BackendOpt = Annotated[str | None, typer.Option("--backend", "-b", help="vllm, hf or scripted.", show_default="the config's backend.name: vllm")]
 RayOpt = Annotated[str | None, typer.Option("--ray", help="Grow on engine actors of a Ray cluster, one per GPU (ray.address): `local` starts one on this machine (what a bare --ray means), `auto` joins the one `ray start` made, or a cluster address.", show_default="one process, no Ray")]
 RoundsOpt = Annotated[int | None, typer.Option("--rounds", "-r", help="Rounds; round k searches with the model trained in round k-1.")]
-ScaleOpt = Annotated[float | None, typer.Option("--scale", help="Multiply the recipe's problem counts (train, test, sampled test).")]
+ScaleOpt = Annotated[float | None, typer.Option("--scale", help="Multiply the recipe's problem counts (train, test, sampled test); add --set time_budget_s=null, or the time box still caps the search.")]
 
 
 def summary_line(command: str, **fields) -> None:

@@ -34,7 +34,7 @@ class LoopConfig:
     backend: Literal["vllm", "hf", "scripted"] = option("vllm", "Generation engine of search and eval.")
     out: str = option("runs/demo", "Output dir: base/, round-<k>/, results.json, results.md.")
     rounds: int = option(1, "Rounds; round k searches with the model trained in round k-1 and trains from it.", ge=1)
-    scale: float = option(1.0, "Multiplies train_problems, test_problems and sampled_test_problems.", gt=0)
+    scale: float = option(1.0, "Multiplies train_problems, test_problems and sampled_test_problems; under time_budget_s the train count is only a cap.", gt=0)
     time_budget_s: float | None = option(1200.0, "Fit the run in about this many seconds whatever the CPU: the search takes train problems group by group while its share lasts (needs search allocator.tokens_per_problem), training stops at its share; null: the sizes as given.", gt=0)
     search_share: float = option(0.6, "time_budget_s: the search's share of each round's time after the expected evals (training gets the rest).", gt=0, lt=1)
     train_problems: int = option(240, "Built-in arithmetic TRAIN problems per round (builtin:arithmetic:N, split train); with time_budget_s, the most the search may take.", ge=1)
